@@ -1,0 +1,24 @@
+"""Typed exceptions: the CLI turns each into a one-line message and exit code 2."""
+
+
+class ModeguardError(Exception):
+    """Base class of every error modeguard raises on purpose."""
+
+
+class TorchMissingError(ModeguardError, ImportError):
+    def __init__(self, feature: str):
+        super().__init__(
+            f"{feature} needs PyTorch, which is not installed: pip install 'modeguard[torch]'"
+        )
+
+
+class InputError(ModeguardError, ValueError):
+    """The model, its example input or a file given to modeguard cannot be used."""
+
+
+class ModelCallError(ModeguardError, RuntimeError):
+    """The model raised when called on the example input."""
+
+
+class ModeError(ModeguardError, ValueError):
+    """A model is about to run in a mode that cannot work (raised by the runtime guard)."""

@@ -1,0 +1,1 @@
+"""Live-model analysis and fixes. Everything here imports torch."""

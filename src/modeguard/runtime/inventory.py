@@ -1,0 +1,100 @@
+"""Which modules make a model's output depend on train/eval mode, and how."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from dataclasses import dataclass
+from functools import lru_cache
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+DROPOUT_TYPES = (_DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+@dataclass(frozen=True)
+class ModeSensitive:
+    name: str
+    kind: str  # batchnorm | instancenorm | dropout | attention | transformer | rnn | custom
+    type_name: str
+    change: str  # what differs between training and evaluation
+
+    def to_dict(self) -> dict:
+        return {"module": self.name, "kind": self.kind, "type": self.type_name, "change": self.change}
+
+
+def is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, _BatchNorm)
+
+
+def describe(module: nn.Module) -> tuple[str, str] | None:
+    """(kind, what changes between the modes) for a mode-sensitive module, else None."""
+    if isinstance(module, _BatchNorm):
+        if module.running_mean is None:
+            return "batchnorm", "no running statistics: normalizes with batch statistics in both modes"
+        return "batchnorm", (
+            "training: batch statistics, and updates running statistics; eval: running statistics"
+        )
+    if isinstance(module, _InstanceNorm) and module.track_running_stats:
+        return "instancenorm", "training: instance statistics; eval: tracked running statistics"
+    if isinstance(module, DROPOUT_TYPES) and module.p > 0:
+        return "dropout", f"training: drops with p={module.p:g}; eval: identity"
+    if isinstance(module, nn.MultiheadAttention) and module.dropout > 0:
+        return "attention", f"training: attention dropout p={module.dropout:g}; eval: none"
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        return "transformer", "dropout in training; eval with autograd off may take the fused fast path"
+    if isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1:
+        return "rnn", f"training: dropout p={module.dropout:g} between layers; eval: none"
+    if reads_training_flag(type(module)):
+        return "custom", "its code branches on self.training"
+    return None
+
+
+def mode_sensitive_modules(model: nn.Module) -> list[ModeSensitive]:
+    found = []
+    for name, module in model.named_modules():
+        described = describe(module)
+        if described:
+            kind, change = described
+            found.append(ModeSensitive(name or "<root>", kind, type(module).__name__, change))
+    return found
+
+
+@lru_cache(maxsize=None)
+def reads_training_flag(cls: type) -> bool:
+    """True when a user-defined class's own methods read `self.training` (torch's are known)."""
+    if cls.__module__.startswith("torch.") or cls is nn.Module:
+        return False
+    for klass in cls.__mro__:
+        if klass is nn.Module or klass.__module__.startswith("torch."):
+            break
+        if _source_reads_training(klass):
+            return True
+    return False
+
+
+def _source_reads_training(klass: type) -> bool:
+    try:
+        source = textwrap.dedent(inspect.getsource(klass))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return False
+    methods = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.name not in ("train", "eval", "__init__")  # setting modes is not branching on one
+    ]
+    return any(
+        isinstance(node, ast.Attribute)
+        and node.attr == "training"
+        and isinstance(node.ctx, ast.Load)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+        for method in methods
+        for node in ast.walk(method)
+    )

@@ -1,0 +1,124 @@
+"""Forward hooks that record what each module saw and produced during one pass."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
+
+from modeguard.runtime.compare import fingerprint
+from modeguard.runtime.inventory import describe
+from modeguard.runtime.trees import leaves, map_tensors
+
+
+@dataclass
+class ModuleCall:
+    name: str
+    order: int
+    input_print: torch.Tensor | None = None
+    output_print: torch.Tensor | None = None
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+
+@dataclass
+class StrayModule:
+    """A module called during forward that is not registered in the model (built in forward)."""
+
+    module_id: int
+    type_name: str
+    training: bool
+    mode_sensitive: bool
+    inside: str  # innermost registered module running at that moment
+
+
+def _print_of(obj: Any, select) -> torch.Tensor | None:
+    prints = [fingerprint(select(t)) for _, t in leaves(obj) if select(t) is not None]
+    return torch.stack(prints).sum(0) if prints else None
+
+
+class PassRecorder:
+    """Records, for each registered module's first call: fingerprints of its input and output,
+    input shapes, and (for `capture_inputs`) a private copy of its arguments to replay it."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        capture_inputs: set[str] = frozenset(),
+        sample: tuple[int, int, int] | None = None,
+    ):
+        self.model = model
+        self.capture_inputs = capture_inputs
+        self.sample = sample  # (index, batch size, batch dim): fingerprint only that sample
+        self.calls: dict[str, ModuleCall] = {}
+        self.captured: dict[str, tuple[tuple, dict]] = {}
+        self.strays: list[StrayModule] = []
+        self._stack: list[str] = []
+
+    def _select(self, t: torch.Tensor) -> torch.Tensor | None:
+        if self.sample is None:
+            return t
+        index, size, dim = self.sample
+        if t.dim() > dim and t.shape[dim] == size:
+            return t.narrow(dim, index, 1)
+        return None
+
+    @contextmanager
+    def recording(self) -> Iterator["PassRecorder"]:
+        names = {id(m): name or "<root>" for name, m in self.model.named_modules()}
+        handles = []
+        for module in self.model.modules():
+            name = names[id(module)]
+            handles.append(
+                module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True)
+            )
+            handles.append(module.register_forward_hook(self._post_hook(name), with_kwargs=True))
+
+        def global_pre_hook(module, args):
+            if id(module) not in names:
+                inside = self._stack[-1] if self._stack else "<root>"
+                self.strays.append(
+                    StrayModule(
+                        id(module),
+                        type(module).__name__,
+                        module.training,
+                        describe(module) is not None,
+                        inside,
+                    )
+                )
+
+        handles.append(register_module_forward_pre_hook(global_pre_hook))
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _pre_hook(self, name: str):
+        def hook(module, args, kwargs):
+            self._stack.append(name)
+            if name in self.calls:
+                return None
+            call = ModuleCall(name, len(self.calls))
+            call.input_print = _print_of((args, kwargs), self._select)
+            call.input_shapes = [tuple(t.shape) for _, t in leaves(args)]
+            self.calls[name] = call
+            if name in self.capture_inputs:
+                self.captured[name] = map_tensors((args, kwargs), torch.Tensor.clone)
+            return None
+
+        return hook
+
+    def _post_hook(self, name: str):
+        def hook(module, args, kwargs, output):
+            if self._stack:
+                self._stack.pop()
+            call = self.calls[name]
+            if call.output_print is None:
+                call.output_print = _print_of(output, self._select)
+            return None
+
+        return hook

@@ -1,0 +1,179 @@
+"""The audit's result: findings plus the measurements that explain them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.table import Table
+from rich.text import Text
+
+from modeguard.findings import Finding, Severity, sort_findings
+from modeguard.runtime.batchnorm_health import BatchNormHealth
+from modeguard.runtime.compare import LeafDifference
+from modeguard.runtime.inventory import ModeSensitive
+
+SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+
+
+@dataclass
+class ModuleDivergence:
+    """How much one module's own output changes when only it switches to training mode."""
+
+    module: str
+    kind: str
+    max_abs: float
+    rel: float
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "module": self.module,
+            "kind": self.kind,
+            "max_abs": self.max_abs,
+            "rel": self.rel,
+            "error": self.error,
+        }
+
+
+@dataclass
+class AuditReport:
+    model: str
+    device: str
+    dtype: str
+    training: bool
+    findings: list[Finding] = field(default_factory=list)
+    mode_sensitive: list[ModeSensitive] = field(default_factory=list)
+    train_vs_eval: list[LeafDifference] = field(default_factory=list)
+    divergence: list[ModuleDivergence] = field(default_factory=list)
+    deterministic: bool | None = None
+    batch_independent: bool | None = None
+    batchnorm: list[BatchNormHealth] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.ERROR]
+
+    def codes(self) -> set[str]:
+        return {f.code for f in self.findings}
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "device": self.device,
+            "dtype": self.dtype,
+            "training": self.training,
+            "findings": [f.to_dict() for f in sort_findings(self.findings)],
+            "mode_sensitive": [m.to_dict() for m in self.mode_sensitive],
+            "train_vs_eval": [d.to_dict() for d in self.train_vs_eval],
+            "divergence": [d.to_dict() for d in self.divergence],
+            "deterministic_in_eval": self.deterministic,
+            "batch_independent_in_eval": self.batch_independent,
+            "batchnorm": [h.to_dict() for h in self.batchnorm],
+        }
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        mode = "training" if self.training else "eval"
+        yield Text.assemble(
+            ("modeguard audit ", "bold"),
+            (self.model, "bold magenta"),
+            f"  ({self.device}, {self.dtype}, handed over in {mode} mode)",
+        )
+        yield Text(
+            f"{len(self.mode_sensitive)} mode-sensitive module(s); "
+            f"deterministic in eval: {_yes_no(self.deterministic)}; "
+            f"batch-independent in eval: {_yes_no(self.batch_independent)}"
+        )
+        if self.train_vs_eval:
+            yield _train_vs_eval_table(self.train_vs_eval)
+        if self.divergence:
+            yield _divergence_table(self.divergence)
+        if self.batchnorm:
+            yield _batchnorm_table(self.batchnorm)
+        yield findings_table(self.findings)
+
+    def __str__(self) -> str:
+        console = Console(width=120, record=True, file=_Discard(), color_system=None)
+        console.print(self)
+        return console.export_text()
+
+
+class _Discard:
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def _yes_no(value: bool | None) -> str:
+    return "not tested" if value is None else ("yes" if value else "NO")
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "inf" if x == float("inf") else f"{x:.3g}"
+
+
+def _train_vs_eval_table(diffs: list[LeafDifference]) -> Table:
+    table = Table(title="Output: training vs eval mode", title_justify="left")
+    for column in ("output", "max abs diff", "rel diff", "top-1 agreement"):
+        table.add_column(column)
+    for d in diffs[:10]:
+        top1 = "-" if d.top1_agreement is None else f"{d.top1_agreement:.0%}"
+        table.add_row(d.path, _fmt(d.max_abs), _fmt(d.rel), top1)
+    return table
+
+
+def _divergence_table(divergence: list[ModuleDivergence], limit: int = 12) -> Table:
+    table = Table(
+        title="Which modules make the difference (each alone in training mode, same input)",
+        title_justify="left",
+    )
+    for column in ("module", "kind", "rel diff", "max abs diff"):
+        table.add_column(column)
+    for d in divergence[:limit]:
+        rel = d.error or _fmt(d.rel)
+        table.add_row(d.module, d.kind, rel, _fmt(d.max_abs))
+    if len(divergence) > limit:
+        table.caption = f"... and {len(divergence) - limit} more"
+    return table
+
+
+def _batchnorm_table(health: list[BatchNormHealth], limit: int = 12) -> Table:
+    table = Table(title="BatchNorm health", title_justify="left")
+    for column in ("layer", "momentum", "tracked batches", "calibrated", "mean shift", "var ratio"):
+        table.add_column(column)
+    shown = sorted(health, key=lambda h: -(h.mean_shift or 0))[:limit]
+    for h in shown:
+        calibrated = "no stats" if not h.has_running_stats else (
+            "NEVER" if h.never_calibrated else "yes"
+        )
+        table.add_row(
+            h.module,
+            _fmt(h.momentum) if h.momentum is not None else "cumulative",
+            "-" if h.tracked_batches is None else str(h.tracked_batches),
+            calibrated,
+            _fmt(h.mean_shift),
+            _fmt(h.var_ratio),
+        )
+    if len(health) > limit:
+        table.caption = f"{limit} of {len(health)} layers, largest shift first"
+    return table
+
+
+def findings_table(findings: list[Finding]) -> Table | Text:
+    if not findings:
+        return Text("No findings.", style="green")
+    table = Table(title="Findings", title_justify="left", show_lines=True)
+    for column in ("code", "severity", "module", "message / fix"):
+        table.add_column(column, overflow="fold")
+    for f in sort_findings(findings):
+        body = Text(f.message)
+        if f.fix:
+            body.append(f"\nfix: {f.fix}", style="dim")
+        table.add_row(
+            f.code, Text(f.severity.value, style=SEVERITY_STYLE[f.severity]), f.module or "-", body
+        )
+    return table
