@@ -101,7 +101,10 @@ class _Auditor:
         self.check_structure(report)
         sensitive_names = {m.name for m in report.mode_sensitive}
 
-        first = PassRecorder(model, capture_inputs=sensitive_names)
+        batchnorms = {name for name, _ in bnh.batchnorm_layers(model)}
+        first = PassRecorder(
+            model, capture_inputs=sensitive_names - batchnorms, channel_stats=batchnorms
+        )
         try:
             eval_out = self.forward(False, first)
         except Exception as eval_exc:  # noqa: BLE001 - the model's own error, reported
@@ -172,6 +175,16 @@ class _Auditor:
 
     # -- passes ---------------------------------------------------------------------------
     def eval_failed(self, eval_exc: Exception, report: AuditReport) -> None:
+        if SINGLE_VALUE_ERROR in str(eval_exc):
+            self.add(
+                "MG208",
+                "error",
+                f"even in eval mode a BatchNorm without running statistics raises on this input: "
+                f"{_one_line(eval_exc)}",
+                "construct BatchNorm with track_running_stats=True, or use GroupNorm/LayerNorm",
+            )
+            self.check_batchnorm_health(PassRecorder(self.model), report)
+            return
         try:
             self.forward(True)
         except Exception as train_exc:  # noqa: BLE001
@@ -336,9 +349,7 @@ class _Auditor:
     def check_batchnorm_health(self, first: PassRecorder, report: AuditReport) -> None:
         layers = bnh.batchnorm_layers(self.model)
         for name, bn in layers:
-            observed = first.captured.get(name)
-            x = observed[0][0] if observed and observed[0] else None
-            report.batchnorm.append(bnh.health_of(name, bn, x))
+            report.batchnorm.append(bnh.health_of(name, bn, first.channel_stats.get(name)))
         uncalibrated = [h for h in report.batchnorm if h.never_calibrated]
         calibrated = [h for h in report.batchnorm if h.has_running_stats and not h.never_calibrated]
         for h in uncalibrated:
@@ -421,13 +432,23 @@ class _Auditor:
                 if f.code == "MG212":
                     f.message += f" (here: eval and training outputs differ by rel {primary.rel:.3g})"
 
+    @staticmethod
+    def batchnorm_divergence(item, bn, observed) -> ModuleDivergence:
+        if observed.count < 2:
+            return ModuleDivergence(item.name, item.kind, math.inf, math.inf, f"raises in training: {SINGLE_VALUE_ERROR}")
+        max_abs, rel = bnh.mode_divergence(bn, observed)
+        return ModuleDivergence(item.name, item.kind, max_abs, rel)
+
     def attribute(self, sensitive: list[ModeSensitive], first: PassRecorder, report: AuditReport) -> None:
         modules = dict(self.model.named_modules())
         for item in sensitive:
+            module = modules.get("" if item.name == "<root>" else item.name)
+            if item.name in first.channel_stats:
+                report.divergence.append(self.batchnorm_divergence(item, module, first.channel_stats[item.name]))
+                continue
             captured = first.captured.get(item.name)
             if captured is None:
                 continue  # never called on this input
-            module = modules.get("" if item.name == "<root>" else item.name)
             args, kwargs = captured
             outputs = []
             error = None

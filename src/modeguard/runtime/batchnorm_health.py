@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -59,17 +60,29 @@ def is_never_calibrated(bn: nn.Module) -> bool:
     )
 
 
-def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Per-channel mean and biased variance of a BatchNorm input (channels on dim 1)."""
-    if x.dim() < 2:
-        return None
-    values = x.detach().float().transpose(0, 1).reshape(x.shape[1], -1)
-    if values.shape[1] < 2:
-        return None
-    return values.mean(1), values.var(1, unbiased=False)
+@dataclass
+class ChannelStats:
+    """Per-channel count, mean, biased variance, min and max of a BatchNorm input (channels on
+    dim 1): enough to judge its running statistics and to compute exactly how much its output
+    changes between the modes, without keeping the activation."""
+
+    count: int
+    mean: torch.Tensor
+    var: torch.Tensor
+    min: torch.Tensor
+    max: torch.Tensor
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> "ChannelStats":
+        x = x.detach()
+        dims = [0, *range(2, x.dim())]
+        count = x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] else 0
+        xf = x.float()
+        var, mean = torch.var_mean(xf, dim=dims, correction=0)
+        return cls(count, mean, var, xf.amin(dim=dims), xf.amax(dim=dims))
 
 
-def health_of(name: str, bn: nn.Module, observed: torch.Tensor | None = None) -> BatchNormHealth:
+def health_of(name: str, bn: nn.Module, observed: ChannelStats | None = None) -> BatchNormHealth:
     has_stats = bn.running_mean is not None
     tracked = bn.num_batches_tracked
     health = BatchNormHealth(
@@ -80,14 +93,30 @@ def health_of(name: str, bn: nn.Module, observed: torch.Tensor | None = None) ->
         has_running_stats=has_stats,
         never_calibrated=is_never_calibrated(bn),
     )
-    stats = channel_statistics(observed) if observed is not None and has_stats else None
-    if stats is not None:
-        mean, var = stats
+    if observed is not None and has_stats and observed.count >= 2:
         running_var = bn.running_var.float()
         std = (running_var + bn.eps).sqrt()
-        health.mean_shift = float(((mean - bn.running_mean.float()).abs() / std).median())
-        health.var_ratio = float(((var + bn.eps) / (running_var + bn.eps)).median())
+        health.mean_shift = float(((observed.mean - bn.running_mean.float()).abs() / std).median())
+        health.var_ratio = float(((observed.var + bn.eps) / (running_var + bn.eps)).median())
     return health
+
+
+def mode_divergence(bn: nn.Module, observed: ChannelStats) -> tuple[float, float]:
+    """(max abs, relative) difference between the layer's training- and eval-mode outputs on
+    the observed input. Both are affine per channel, so the extremes lie at the channel's min
+    or max: exact, with no forward pass."""
+    if bn.running_mean is None:
+        return 0.0, 0.0  # batch statistics in both modes
+    weight = bn.weight.float() if bn.weight is not None else torch.ones_like(observed.mean)
+    bias = bn.bias.float() if bn.bias is not None else torch.zeros_like(observed.mean)
+    train_scale = weight / (observed.var + bn.eps).sqrt()
+    eval_scale = weight / (bn.running_var.float() + bn.eps).sqrt()
+    ends = torch.stack([observed.min, observed.max])
+    train_out = (ends - observed.mean) * train_scale + bias
+    eval_out = (ends - bn.running_mean.float()) * eval_scale + bias
+    max_abs = float((train_out - eval_out).abs().max())
+    scale = float(eval_out.abs().max())
+    return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf))
 
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

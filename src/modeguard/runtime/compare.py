@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,18 +39,19 @@ def leaf_difference(path: str, a: torch.Tensor, b: torch.Tensor) -> LeafDifferen
         same = torch.equal(a, b)
         return LeafDifference(path, 0.0 if same else 1.0, 0.0 if same else 1.0)
     a32, b32 = a.detach().float(), b.detach().float()
-    finite = torch.isfinite(a32) & torch.isfinite(b32)
-    nan_mismatch = bool((torch.isnan(a32) != torch.isnan(b32)).any())
-    diff = (a32 - b32).abs()[finite]
-    max_abs = float(diff.max()) if diff.numel() else 0.0
-    scale = float(a32[finite].abs().max()) if finite.any() else 0.0
-    rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    if nan_mismatch:
-        max_abs = rel = float("inf")
+    max_abs = float((a32 - b32).abs().max()) if a.numel() else 0.0
+    if math.isnan(max_abs):  # rare: compare only where both are finite, NaN placement must agree
+        if not torch.equal(torch.isnan(a32), torch.isnan(b32)):
+            return LeafDifference(path, math.inf, math.inf)
+        both = torch.isfinite(a32) & torch.isfinite(b32)
+        a32, b32 = a32[both], b32[both]
+        max_abs = float((a32 - b32).abs().max()) if a32.numel() else 0.0
+    scale = float(a32.abs().max()) if a32.numel() else 0.0
+    rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
     top1 = None
-    classification_shaped = (a.dim() == 2 or path.endswith("logits")) and a.dim() >= 2
+    classification_shaped = a.dim() == 2 or (a.dim() > 2 and path.endswith("logits"))
     if classification_shaped and a.shape[-1] > 1:
-        top1 = float((a32.argmax(-1) == b32.argmax(-1)).float().mean())
+        top1 = float((a.argmax(-1) == b.argmax(-1)).float().mean())
     return LeafDifference(path, max_abs, rel, top1)
 
 
@@ -58,12 +60,23 @@ def compare_outputs(a: Any, b: Any) -> list[LeafDifference]:
     return [leaf_difference(path, left[path], right[path]) for path in left if path in right]
 
 
+SAMPLED_VALUES = 4096
+
+
 def fingerprint(t: torch.Tensor) -> torch.Tensor:
-    """Two numbers that change when any value changes noticeably: sum of |x| and of x²."""
-    x = t.detach()
-    x = (x if x.is_floating_point() or x.is_complex() else x.double()).abs().float()
-    return torch.stack([x.sum(), x.square().sum()])
+    """Up to 4096 values at fixed, evenly spaced positions: any dropout mask, noise or change of
+    normalization alters some of them, and taking them costs almost nothing."""
+    flat = t.detach().reshape(-1)
+    step = max(1, flat.numel() // SAMPLED_VALUES)
+    sample = flat[::step][:SAMPLED_VALUES]
+    if not (sample.is_floating_point() or sample.is_complex()):
+        sample = sample.double()
+    return sample.abs().float().clone() if sample.is_complex() else sample.float().clone()
 
 
 def fingerprints_match(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
-    return bool(torch.allclose(a, b, rtol=rtol, atol=1e-12))
+    """Equal up to `rtol` of the larger magnitude (float error of batched vs single GEMMs)."""
+    if a.shape != b.shape:
+        return False
+    scale = max(float(a.abs().max()), float(b.abs().max())) if a.numel() else 0.0
+    return float((a - b).abs().max()) <= rtol * scale if a.numel() else True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,14 @@ def load_input(path: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise InputError(f"no such file: {path}") from exc
+    except pickle.UnpicklingError as exc:
+        raise InputError(
+            f"cannot load {path}: it holds pickled objects other than tensors, which "
+            "modeguard refuses to unpickle (torch.load(weights_only=True))"
+        ) from exc
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot load {path} as tensors: {type(exc).__name__}: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(f"cannot load {path} as tensors: {type(exc).__name__}: {first_line}") from exc
 
 
 def load_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:

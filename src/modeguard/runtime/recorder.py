@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 
+from modeguard.runtime.batchnorm_health import ChannelStats
 from modeguard.runtime.compare import fingerprint
 from modeguard.runtime.inventory import describe
 from modeguard.runtime.trees import leaves, map_tensors
@@ -36,8 +37,8 @@ class StrayModule:
 
 
 def _print_of(obj: Any, select) -> torch.Tensor | None:
-    prints = [fingerprint(select(t)) for _, t in leaves(obj) if select(t) is not None]
-    return torch.stack(prints).sum(0) if prints else None
+    prints = [fingerprint(s) for _, t in leaves(obj) if (s := select(t)) is not None]
+    return torch.cat(prints) if prints else None
 
 
 class PassRecorder:
@@ -49,12 +50,15 @@ class PassRecorder:
         model: nn.Module,
         capture_inputs: set[str] = frozenset(),
         sample: tuple[int, int, int] | None = None,
+        channel_stats: set[str] = frozenset(),
     ):
         self.model = model
         self.capture_inputs = capture_inputs
         self.sample = sample  # (index, batch size, batch dim): fingerprint only that sample
         self.calls: dict[str, ModuleCall] = {}
         self.captured: dict[str, tuple[tuple, dict]] = {}
+        self.channel_stats_of = channel_stats
+        self.channel_stats: dict[str, ChannelStats] = {}
         self.strays: list[StrayModule] = []
         self._stack: list[str] = []
 
@@ -108,6 +112,8 @@ class PassRecorder:
             self.calls[name] = call
             if name in self.capture_inputs:
                 self.captured[name] = map_tensors((args, kwargs), torch.Tensor.clone)
+            if name in self.channel_stats_of and args and isinstance(args[0], torch.Tensor):
+                self.channel_stats[name] = ChannelStats.of(args[0])
             return None
 
         return hook

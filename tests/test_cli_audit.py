@@ -1,0 +1,118 @@
+"""`modeguard audit` as users run it: a real subprocess, real files."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+MODEL_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def good():
+        model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.1), nn.Linear(8, 2))
+        with torch.no_grad():
+            for _ in range(20):
+                model(torch.randn(32, 4))
+        return model.eval(), torch.randn(6, 4)
+
+    def model_only():
+        return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+
+    def broken():
+        raise RuntimeError("cannot build")
+    """
+)
+
+
+def run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "modeguard.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_bundled_example_exits_1_with_findings():
+    result = run("audit")
+    assert result.returncode == 1
+    assert "MG201" in result.stdout and "MG204" in result.stdout and "MG212" in result.stdout
+
+
+def test_json_output(tmp_path):
+    (tmp_path / "models.py").write_text(MODEL_FILE)
+    result = run("audit", f"{tmp_path}/models.py:good", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["findings"] == [] and data["training"] is False
+    assert {d["kind"] for d in data["divergence"]} == {"batchnorm", "dropout"}
+
+
+def test_input_shape_and_input_file(tmp_path):
+    (tmp_path / "models.py").write_text(MODEL_FILE)
+    spec = f"{tmp_path}/models.py:model_only"
+    result = run("audit", spec)
+    assert result.returncode == 2 and "--input-shape" in result.stderr
+    assert run("audit", spec, "--input-shape", "5,4", "--format", "json").returncode in (0, 1)
+    torch.save({"input": torch.randn(3, 4)}["input"], tmp_path / "x.pt")
+    result = run("audit", spec, "--input", str(tmp_path / "x.pt"), "--format", "json")
+    assert json.loads(result.stdout)["model"] == spec
+
+
+def test_usage_errors_are_one_line_exit_2(tmp_path):
+    (tmp_path / "models.py").write_text(MODEL_FILE)
+    cases = [
+        ("audit", "torchvision:not_a_model"),
+        ("audit", "timm:not_a_model"),
+        ("audit", "no_colon_here"),
+        ("audit", f"{tmp_path}/missing.py:f"),
+        ("audit", f"{tmp_path}/models.py:broken"),
+        ("audit", f"{tmp_path}/models.py:nothing"),
+        ("audit", f"{tmp_path}/models.py:model_only", "--input-shape", "2,7"),
+        ("audit", f"{tmp_path}/models.py:model_only", "--input-shape", "a,b"),
+    ]
+    for args in cases:
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = run("audit", "torchvision:not_a_model", "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_weights_missing_batchnorm_buffers(tmp_path):
+    (tmp_path / "models.py").write_text(MODEL_FILE)
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+    state = {k: v for k, v in model.state_dict().items() if "running" not in k}
+    torch.save(state, tmp_path / "ckpt.pt")
+    result = run(
+        "audit", f"{tmp_path}/models.py:model_only", "--weights", str(tmp_path / "ckpt.pt"),
+        "--input-shape", "4,4", "--format", "json",
+    )
+    assert result.returncode == 1
+    findings = json.loads(result.stdout)["findings"]
+    mg213 = [f for f in findings if f["code"] == "MG213"]
+    assert mg213[0]["severity"] == "error" and "1.running_mean" in mg213[0]["message"]
+    assert any(f["code"] == "MG205" for f in findings)
+
+
+def test_weights_refuse_pickled_code(tmp_path):
+    import fractions
+
+    torch.save({"x": fractions.Fraction(1, 3)}, tmp_path / "evil.pt")  # arbitrary pickled object
+    result = run("audit", "torchvision:resnet18", "--weights", str(tmp_path / "evil.pt"))
+    assert result.returncode == 2 and "cannot load" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_torchvision_spec(tmp_path):
+    result = run("audit", "torchvision:resnet18", "--input-shape", "2,3,32,32", "--format", "json")
+    data = json.loads(result.stdout)
+    assert data["training"] is True  # torchvision builds models in training mode
+    assert any(f["code"] == "MG212" for f in data["findings"])
