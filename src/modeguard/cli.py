@@ -105,6 +105,152 @@ def _run_audit(spec, input_shape, input_file, weights, seed, ignore):
     return report
 
 
+class OutputFormat(str, Enum):
+    concise = "concise"
+    full = "full"
+    json = "json"
+    sarif = "sarif"
+    github = "github"
+
+
+def _split(values: Optional[List[str]]) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+@app.command()
+def check(
+    paths: Optional[List[str]] = typer.Argument(None, help="files or directories (default: .)"),
+    select: Optional[List[str]] = typer.Option(None, help="rule codes or prefixes to enable (comma-separated)"),
+    ignore: Optional[List[str]] = typer.Option(None, help="rule codes or prefixes to disable"),
+    extend_select: Optional[List[str]] = typer.Option(None, help="add to the selected rules"),
+    exclude: Optional[List[str]] = typer.Option(None, help="extra gitignore-style patterns to skip"),
+    output_format: Optional[OutputFormat] = typer.Option(None, help="concise, full, json, sarif or github"),
+    fix: bool = typer.Option(False, "--fix", help="apply the safe fixes"),
+    diff: bool = typer.Option(False, "--diff", help="show the safe fixes as a diff, change nothing"),
+    statistics: bool = typer.Option(False, "--statistics", help="count findings per rule"),
+    exit_zero: bool = typer.Option(False, "--exit-zero", help="exit 0 even with findings"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="read and analyse every file"),
+    jobs: Optional[int] = typer.Option(None, help="processes (default: one per core)"),
+) -> None:
+    """Lint Python source for train/eval-mode bugs (rules MG1xx; see `modeguard rules`)."""
+    from pathlib import Path
+
+    from modeguard.lint import fixes, output
+    from modeguard.lint.config import load_config
+    from modeguard.lint.engine import Selection
+    from modeguard.lint.files import discover
+    from modeguard.lint.runner import lint_paths
+
+    try:
+        config = load_config(Path.cwd())
+        selection = Selection.from_options(
+            _split(select) or config.get("select"),
+            [*_split(ignore), *config.get("ignore", [])],
+            [*_split(extend_select), *config.get("extend-select", [])],
+        )
+        files = discover(paths or ["."], [*config.get("exclude", []), *config.get("extend-exclude", []), *_split(exclude)])
+        use_cache = not no_cache and config.get("cache", True) and not (fix or diff)
+        findings = lint_paths(files, selection, jobs=jobs, cache_dir=Path(".modeguard_cache") if use_cache else None)
+        fmt = output_format or OutputFormat(config.get("output-format", "concise"))
+    except ModeguardError as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(f"invalid configuration: {exc}")
+    findings.sort(key=lambda f: (f.filename or "", f.location.row, f.location.column, f.code))
+    console = Console(highlight=False)
+    if fix or diff:
+        findings = _apply_fixes(findings, write=fix, console=console)
+    if fmt is OutputFormat.json:
+        sys.stdout.write(output.to_json(findings) + "\n")
+    elif fmt is OutputFormat.sarif:
+        sys.stdout.write(output.to_sarif(findings) + "\n")
+    elif fmt is OutputFormat.github:
+        if findings:
+            sys.stdout.write(output.to_github(findings) + "\n")
+    elif statistics:
+        output.print_statistics(console, findings)
+    elif fmt is OutputFormat.full:
+        sources = {f.filename: Path(f.filename).read_text(errors="replace").splitlines() for f in findings if f.filename and Path(f.filename).is_file()}
+        output.print_full(console, findings, sources)
+    else:
+        output.print_concise(console, findings)
+    if fmt in (OutputFormat.concise, OutputFormat.full) and not statistics:
+        fixable = sum(1 for f in findings if f.autofix)
+        if findings:
+            note = f" ({fixable} fixable with --fix)" if fixable else ""
+            console.print(f"Found {len(findings)} error(s){note}.", highlight=False)
+        elif not (fix or diff):
+            console.print("All checks passed!", style="green")
+    if any(f.code == "MG000" for f in findings):
+        raise typer.Exit(2)
+    raise typer.Exit(0 if exit_zero or not findings else 1)
+
+
+def _apply_fixes(findings, *, write: bool, console: Console):
+    """Fix (or show the diff of) every file with fixable findings; return what remains."""
+    from pathlib import Path
+
+    from modeguard.lint.fixes import apply_fixes, unified_diff
+
+    remaining = [f for f in findings if not f.autofix]
+    by_file: dict[str, list] = {}
+    for f in findings:
+        if f.autofix:
+            by_file.setdefault(f.filename, []).append(f)
+    total = 0
+    for filename, file_findings in by_file.items():
+        path = Path(filename)
+        before = path.read_text(encoding="utf-8")
+        after, applied = apply_fixes(before, file_findings)
+        total += applied
+        if write:
+            path.write_text(after, encoding="utf-8")
+            fixed_nodes = {id(f) for f in file_findings[:applied]}
+            remaining.extend(f for f in file_findings if id(f) not in fixed_nodes and applied < len(file_findings))
+        else:
+            sys.stdout.write(unified_diff(filename, before, after))
+            remaining.extend(file_findings)
+    if write and total:
+        console.print(f"Fixed {total} error(s).", highlight=False)
+    return sorted(remaining, key=lambda f: (f.filename or "", f.location.row, f.location.column))
+
+
+@app.command()
+def rule(code: str = typer.Argument(..., help="a rule code, e.g. MG105")) -> None:
+    """Explain one rule, with examples of code it flags and code it accepts."""
+    from rich.markdown import Markdown
+
+    from modeguard.lint.rules import RULES_BY_CODE
+
+    found = RULES_BY_CODE.get(code.upper())
+    if found is None:
+        fail(f"unknown rule {code!r} (see `modeguard rules`)")
+    Console().print(Markdown(rule_markdown(found)))
+
+
+def rule_markdown(found) -> str:
+    fixable = "Fix is always available." if found.fixable else "No automatic fix."
+    default = "" if found.default_enabled else " Not selected by default."
+    parts = [f"# {found.name} ({found.code})", "", f"**{found.summary}**", "", found.rationale, "", f"{fixable}{default}", "", "## Flagged"]
+    parts += [f"```python\n{example.rstrip()}\n```" for example in found.invalid]
+    parts += ["", "## Not flagged"]
+    parts += [f"```python\n{example.rstrip()}\n```" for example in found.valid]
+    return "\n".join(parts)
+
+
+@app.command()
+def rules() -> None:
+    """List every rule."""
+    from rich.table import Table
+
+    from modeguard.lint.rules import ALL_RULES
+
+    table = Table("code", "name", "fix", "default", "summary")
+    for r in ALL_RULES:
+        table.add_row(r.code, r.name, "yes" if r.fixable else "", "yes" if r.default_enabled else "no", r.summary)
+    Console().print(table)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,196 @@
+"""One pass over a parsed file that indexes what every rule asks about, with names resolved
+through the file's imports. Rules query the index instead of walking the tree again."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+GRAD_OFF = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"}
+FUNCTIONAL = "torch.nn.functional"
+MODULE_BASE_RE = re.compile(r"(^|\.)(Module|LightningModule|Sequential|ModuleList|ModuleDict|PreTrainedModel)$")
+FRAMEWORK_BASE_RE = re.compile(r"Lightning|(^|\.)Trainer$|PreTrainedModel|(^|\.)Callback$")
+
+
+@dataclass
+class Scope:
+    func: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+    cls: ast.ClassDef | None = None
+    grad_off: bool = False
+
+
+@dataclass
+class CallSite:
+    node: ast.Call
+    qualname: str | None  # the callee, resolved through imports ("torch.nn.functional.dropout")
+    scope: Scope
+
+
+@dataclass
+class FileContext:
+    path: str
+    source: str
+    tree: ast.Module
+    imports: dict[str, str] = field(default_factory=dict)
+    calls: list[CallSite] = field(default_factory=list)
+    functions: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, Scope]] = field(default_factory=list)
+    classes: list[ast.ClassDef] = field(default_factory=list)
+    attribute_assigns: list[tuple[ast.Assign, Scope]] = field(default_factory=list)
+    expression_statements: list[tuple[ast.Expr, Scope]] = field(default_factory=list)
+    loops: list[tuple[ast.For | ast.While, Scope]] = field(default_factory=list)
+    module_classes: set[str] = field(default_factory=set)
+    framework_classes: set[str] = field(default_factory=set)
+    _lines: list[str] | None = None
+
+    @classmethod
+    def build(cls, path: str, source: str, tree: ast.Module) -> "FileContext":
+        ctx = cls(path, source, tree)
+        _Indexer(ctx).visit_body(tree.body, Scope())
+        ctx._classify_classes()
+        return ctx
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.source.splitlines()
+        return self._lines
+
+    # -- names --------------------------------------------------------------------------
+    def qualname(self, node: ast.AST) -> str | None:
+        """`F.dropout` -> `torch.nn.functional.dropout` through the file's imports; the
+        conventional aliases F, nn and torch are assumed when the file does not import them."""
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        head = self.imports.get(node.id) or {"F": FUNCTIONAL, "nn": "torch.nn"}.get(node.id, node.id)
+        return ".".join([head, *reversed(parts)])
+
+    def is_module_class(self, cls: ast.ClassDef | None) -> bool:
+        return cls is not None and cls.name in self.module_classes
+
+    def in_framework_class(self, scope: Scope) -> bool:
+        return scope.cls is not None and scope.cls.name in self.framework_classes
+
+    def _classify_classes(self) -> None:
+        bases = {c.name: [self.qualname(b) or "" for b in c.bases] for c in self.classes}
+        changed = True
+        while changed:
+            changed = False
+            for name, quals in bases.items():
+                if name in self.module_classes:
+                    continue
+                if any(
+                    MODULE_BASE_RE.search(q) or q.startswith("torch.nn.") or q in self.module_classes
+                    for q in quals
+                ):
+                    self.module_classes.add(name)
+                    changed = True
+        for name, quals in bases.items():
+            if any(FRAMEWORK_BASE_RE.search(q) or q in self.framework_classes for q in quals):
+                self.framework_classes.add(name)
+
+
+class _Indexer:
+    """A hand-rolled walk (faster than ast.NodeVisitor) that tracks the enclosing function,
+    class and whether autograd is off."""
+
+    def __init__(self, ctx: FileContext):
+        self.ctx = ctx
+
+    def visit_body(self, body: list[ast.stmt], scope: Scope) -> None:
+        for stmt in body:
+            self.visit(stmt, scope)
+
+    def visit(self, node: ast.AST, scope: Scope) -> None:
+        ctx = self.ctx
+        kind = type(node)
+        if kind is ast.Call:
+            ctx.calls.append(CallSite(node, ctx.qualname(node.func), scope))
+        elif kind in (ast.FunctionDef, ast.AsyncFunctionDef):
+            for deco in node.decorator_list:
+                self.visit(deco, scope)
+            grad_off = scope.grad_off or any(self._grad_off(d) for d in node.decorator_list)
+            inner = Scope(node, scope.cls, grad_off)
+            ctx.functions.append((node, inner))
+            for default in [*node.args.defaults, *node.args.kw_defaults]:
+                if default is not None:
+                    self.visit(default, scope)
+            self.visit_body(node.body, inner)
+            return
+        elif kind is ast.ClassDef:
+            ctx.classes.append(node)
+            for child in [*node.bases, *node.keywords, *node.decorator_list]:
+                self.visit(child, scope)
+            self.visit_body(node.body, Scope(None, node, scope.grad_off))
+            return
+        elif kind in (ast.With, ast.AsyncWith):
+            grad_off = scope.grad_off
+            for item in node.items:
+                self.visit(item.context_expr, scope)
+                if self._grad_off(item.context_expr):
+                    grad_off = True
+            self.visit_body(node.body, Scope(scope.func, scope.cls, grad_off) if grad_off != scope.grad_off else scope)
+            return
+        elif kind is ast.Import:
+            for alias in node.names:
+                if alias.asname:
+                    ctx.imports[alias.asname] = alias.name
+                else:
+                    head = alias.name.split(".")[0]
+                    ctx.imports[head] = head
+        elif kind is ast.ImportFrom and node.module and not node.level:
+            for alias in node.names:
+                ctx.imports[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif kind is ast.Assign:
+            if any(isinstance(t, ast.Attribute) for t in node.targets):
+                ctx.attribute_assigns.append((node, scope))
+        elif kind is ast.Expr:
+            ctx.expression_statements.append((node, scope))
+        elif kind in (ast.For, ast.While, ast.AsyncFor):
+            ctx.loops.append((node, scope))
+        for child in ast.iter_child_nodes(node):
+            self.visit(child, scope)
+
+    def _grad_off(self, expr: ast.AST) -> bool:
+        target = expr.func if isinstance(expr, ast.Call) else expr
+        return self.ctx.qualname(target) in GRAD_OFF
+
+
+def receiver_text(node: ast.AST) -> str | None:
+    """`self.model` for `self.model.eval()`: the dotted receiver of a method call."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return ".".join([node.id, *reversed(parts)])
+    return None
+
+
+def method_call(node: ast.AST, *names: str) -> tuple[str, ast.Call] | None:
+    """(receiver, call) when `node` is `<receiver>.<name>(...)` for one of `names`."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names:
+        receiver = receiver_text(node.func.value)
+        if receiver is not None:
+            return receiver, node
+    return None
+
+
+def keyword(call: ast.Call, name: str) -> ast.keyword | None:
+    return next((k for k in call.keywords if k.arg == name), None)
+
+
+def has_star_args(call: ast.Call) -> bool:
+    return any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords)
+
+
+def mentions_training(node: ast.AST) -> bool:
+    return any(
+        (isinstance(n, ast.Attribute) and n.attr == "training")
+        or (isinstance(n, ast.Name) and "train" in n.id.lower())
+        for n in ast.walk(node)
+    )

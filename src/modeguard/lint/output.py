@@ -1,0 +1,151 @@
+"""Reporters for `modeguard check`: concise, full, json (ruff-compatible), sarif, github."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from modeguard import __version__
+from modeguard.findings import Finding
+from modeguard.lint.rule import DOCS_URL
+from modeguard.lint.rules import ALL_RULES, RULES_BY_CODE
+
+
+def _url(code: str) -> str | None:
+    return DOCS_URL.format(code=code.lower()) if code in RULES_BY_CODE else None
+
+
+def to_json(findings: list[Finding]) -> str:
+    items = []
+    for f in findings:
+        fix = None
+        if f.autofix:
+            fix = {
+                "applicability": "safe",
+                "message": f.autofix.message,
+                "edits": [
+                    {"content": e.content, "location": _loc(e.location), "end_location": _loc(e.end_location)}
+                    for e in f.autofix.edits
+                ],
+            }
+        items.append(
+            {
+                "code": f.code,
+                "message": f.message,
+                "filename": f.filename,
+                "location": _loc(f.location),
+                "end_location": _loc(f.end_location or f.location),
+                "fix": fix,
+                "url": _url(f.code),
+                "severity": f.severity.value,
+            }
+        )
+    return json.dumps(items, indent=2)
+
+
+def _loc(location) -> dict:
+    return {"row": location.row, "column": location.column}
+
+
+SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
+def to_sarif(findings: list[Finding]) -> str:
+    rules = [
+        {
+            "id": r.code,
+            "name": r.name,
+            "shortDescription": {"text": r.summary},
+            "fullDescription": {"text": r.rationale},
+            "helpUri": r.url,
+            "defaultConfiguration": {"level": SARIF_LEVEL[r.severity.value]},
+        }
+        for r in ALL_RULES
+    ]
+    index = {r["id"]: i for i, r in enumerate(rules)}
+    results = []
+    for f in findings:
+        result = {
+            "ruleId": f.code,
+            "level": SARIF_LEVEL[f.severity.value],
+            "message": {"text": f.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": (f.filename or "").replace("\\", "/")},
+                        "region": {
+                            "startLine": f.location.row,
+                            "startColumn": f.location.column,
+                            "endLine": (f.end_location or f.location).row,
+                            "endColumn": (f.end_location or f.location).column,
+                        },
+                    }
+                }
+            ],
+        }
+        if f.code in index:
+            result["ruleIndex"] = index[f.code]
+        results.append(result)
+    sarif = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "modeguard", "version": __version__, "informationUri": "https://github.com/modeguard/modeguard", "rules": rules}},
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(sarif, indent=2)
+
+
+def to_github(findings: list[Finding]) -> str:
+    level = {"error": "error", "warning": "warning", "info": "notice"}
+    lines = []
+    for f in findings:
+        end = f.end_location or f.location
+        message = f.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        lines.append(
+            f"::{level[f.severity.value]} title=modeguard ({f.code}),file={f.filename},line={f.location.row},"
+            f"col={f.location.column},endLine={end.row},endColumn={end.column}::{f.code} {message}"
+        )
+    return "\n".join(lines)
+
+
+def print_concise(console: Console, findings: list[Finding]) -> None:
+    for f in findings:
+        fixable = " [*]" if f.autofix else ""
+        console.print(
+            f"[bold]{escape(f.filename or '')}[/]:{f.location.row}:{f.location.column}: "
+            f"[bold red]{f.code}[/]{escape(fixable)} {escape(f.message)}",
+            highlight=False, soft_wrap=True, markup=True,
+        )
+
+
+def print_full(console: Console, findings: list[Finding], sources: dict[str, list[str]]) -> None:
+    for f in findings:
+        print_concise(console, [f])
+        lines = sources.get(f.filename) or []
+        if 0 < f.location.row <= len(lines):
+            line = lines[f.location.row - 1].rstrip("\n")
+            console.print(f"  {f.location.row:>4} | {line}", highlight=False, markup=False, soft_wrap=True)
+            console.print("       | " + " " * (f.location.column - 1) + "^", highlight=False, markup=False)
+        if f.fix:
+            console.print(f"  help: {f.fix}", style="dim", highlight=False, markup=False, soft_wrap=True)
+        console.print()
+
+
+def print_statistics(console: Console, findings: list[Finding]) -> None:
+    counts = Counter(f.code for f in findings)
+    fixable = Counter(f.code for f in findings if f.autofix)
+    table = Table(show_header=True, box=None)
+    for column in ("count", "code", "name", "fixable"):
+        table.add_column(column)
+    for code, count in counts.most_common():
+        rule = RULES_BY_CODE.get(code)
+        table.add_row(str(count), code, rule.name if rule else "internal-error", "[*]" if fixable[code] else "")
+    console.print(table)

@@ -1,0 +1,201 @@
+import ast
+import re
+
+from modeguard.lint.flow import NOT_TRAINED_RE, FlowIndex, chain_root, related
+from modeguard.lint.rule import Rule
+
+MODEL_NAME_RE = re.compile(
+    r"(^|_)(model|net|network|classifier|generator|encoder|decoder|backbone|detector|segmenter|cnn|resnet|unet)s?$",
+    re.I,
+)
+INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
+FRAMEWORK_HOOK_RE = re.compile(r"(_step$|_step_end$|^on_|_epoch_end$)")  # Lightning hooks
+ALREADY_EVAL_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession")
+
+
+class MissingEval(Rule):
+    code = "MG101"
+    name = "missing-eval"
+    summary = "A model is used for inference without `.eval()` on that path"
+    rationale = (
+        "In training mode Dropout drops and BatchNorm normalizes with the statistics of the "
+        "current batch, so predictions are random and depend on the rest of the batch. "
+        "`torch.no_grad()`/`inference_mode()` do not change the mode. Call `model.eval()` "
+        "(or use `modeguard.evaluating(model)`) before inference."
+    )
+    triggers = ("no_grad", "inference_mode", "def eval", "def pred", "def test", "def valid", "def infer", "load_state_dict", "torch.load", ".generate(")
+    invalid = (
+        "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nwith torch.no_grad():\n    preds = model(images)\n",
+        "@torch.no_grad()\ndef predict(path):\n    net = ResNet()\n    net.load_state_dict(torch.load(path, weights_only=True))\n    return net(load_image())\n",
+        "def main():\n    model = Net()\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n    with torch.no_grad():\n        print(model(test_x))\n",
+        "def evaluate(model, loader):\n    with torch.no_grad():\n        return [model(x) for x in loader]\n\n\ndef main():\n    model = Net()\n    evaluate(model, loader)\n",
+    )
+    valid = (
+        "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nmodel.eval()\nwith torch.no_grad():\n    preds = model(images)\n",
+        "def evaluate(model, loader):\n    with torch.no_grad():\n        return [model(x) for x in loader]\n\n\ndef main():\n    model = Net()\n    model.eval()\n    evaluate(model, loader)\n",
+        "def evaluate(model, loader):  # called from elsewhere: the caller owns the mode\n    with torch.no_grad():\n        return [model(x) for x in loader]\n",
+        "class Trainer:\n    def val_start(self):\n        self.model.eval()\n\n    def validate(self, loader):\n        self.val_start()\n        with torch.no_grad():\n            return [self.model(x) for x in loader]\n",
+        "class Lit(pl.LightningModule):\n    def validation_step(self, batch, idx):\n        return self.model(batch)\n",
+        "model = AutoModel.from_pretrained('bert-base-uncased')\nwith torch.no_grad():\n    out = model(**inputs)\n",
+        "with torch.no_grad():\n    for p, ema_p in zip(model.parameters(), ema.parameters()):\n        ema_p.mul_(0.99).add_(p, alpha=0.01)\n",
+        "def test_model_shapes():\n    model = Net()\n    with torch.no_grad():\n        assert model(x).shape == (2, 10)\n",
+    )
+
+    def check(self, ctx):
+        flow = FlowIndex(ctx)
+        evaluated_anywhere = _evaluated_receivers(ctx)
+        already_eval = _already_eval_names(ctx)
+        for func, scope in [*ctx.functions, (ctx.tree, None)]:
+            if scope is not None and self._skip_function(ctx, func, scope):
+                continue
+            body_events = flow.events(func) if func is not ctx.tree else _module_events(flow, ctx.tree)
+            kinds = {e.kind for e in body_events}
+            for site, reason in self._inference_sites(ctx, func, scope, body_events):
+                receiver = chain_root(site.func if not isinstance(site.func, ast.Attribute) or site.func.attr != "generate" else site.func.value)
+                if receiver is None or receiver.split(".")[-1] in already_eval or NOT_TRAINED_RE.search(receiver):
+                    continue
+                if not _is_model(ctx, func, receiver):
+                    continue
+                before = [e for e in body_events if (e.node.lineno, e.node.col_offset) < (site.lineno, site.col_offset)]
+                if any(e.kind == "eval" and related(e.receiver, receiver) for e in before):
+                    continue
+                if _assigned_with_eval(func, receiver):
+                    continue
+                if "backward" in kinds and reason != "after-training":
+                    continue  # a training function: its no_grad blocks are bookkeeping
+                local = _is_local(func, receiver)
+                if not local:
+                    if receiver in evaluated_anywhere or receiver.split(".")[-1] in evaluated_anywhere:
+                        continue  # eval() elsewhere on this model (a caller, a setup method)
+                    callers = flow.callers(func.name) if func is not ctx.tree else []
+                    if not callers or any(_caller_evaluates(flow, caller, call) for caller, call in callers):
+                        continue  # called from outside this file, or a caller switches to eval
+                yield self.finding(
+                    ctx,
+                    site,
+                    f"{receiver} is used for inference ({_REASONS[reason]}) without {receiver}.eval() on this path: "
+                    "Dropout and BatchNorm still run in training mode",
+                    f"call {receiver}.eval() first (torch.no_grad() does not change the mode)",
+                )
+
+    @staticmethod
+    def _skip_function(ctx, func, scope) -> bool:
+        name = func.name
+        return (
+            name.startswith("test_")
+            or name in ("forward", "__call__", "training_step")
+            or FRAMEWORK_HOOK_RE.search(name) is not None
+            or ctx.in_framework_class(scope)
+            or ctx.is_module_class(scope.cls)
+        )
+
+    def _inference_sites(self, ctx, func, scope, events):
+        name = getattr(func, "name", "")
+        by_name = scope is not None and INFERENCE_FUNC_RE.match(name) is not None
+        loads = [e for e in ast.walk(func) if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "load_state_dict"]
+        last_backward = max(((e.node.lineno, e.node.col_offset) for e in events if e.kind == "backward"), default=None)
+        for site in ctx.calls:
+            if site.scope.func is not (None if func is ctx.tree else func):
+                continue
+            call = site.node
+            is_generate = isinstance(call.func, ast.Attribute) and call.func.attr == "generate"
+            if not (isinstance(call.func, (ast.Name, ast.Attribute)) and (is_generate or not isinstance(call.func, ast.Attribute) or _self_attr_call(call))):
+                continue
+            position = (call.lineno, call.col_offset)
+            if last_backward is not None and position > last_backward and (site.scope.grad_off or is_generate):
+                yield call, "after-training"
+            elif site.scope.grad_off:
+                yield call, "no-grad"
+            elif by_name:
+                yield call, "function"
+            elif any((load.lineno, load.col_offset) < position for load in loads):
+                yield call, "restored"
+
+
+_REASONS = {
+    "after-training": "after the training loop",
+    "no-grad": "under no_grad/inference_mode",
+    "function": "in an evaluation function",
+    "restored": "after load_state_dict",
+}
+
+
+def _self_attr_call(call: ast.Call) -> bool:
+    func = call.func
+    return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self"
+
+
+def _module_events(flow, tree):
+    module_level = ast.Module(body=[s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))], type_ignores=[])
+    return flow.events(module_level)
+
+
+def _is_model(ctx, func, receiver: str) -> bool:
+    last = receiver.rsplit(".", 1)[-1]
+    if MODEL_NAME_RE.search(last):
+        return True
+    for node in ast.walk(func):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            if any(chain_root(t) == receiver for t in node.targets):
+                name = ctx.qualname(node.value.func) or ""
+                if name.rsplit(".", 1)[-1] in ctx.module_classes or name.startswith(("torchvision.models.", "timm.create_model")):
+                    return True
+    return False
+
+
+def _is_local(func, receiver: str) -> bool:
+    head = receiver.split(".")[0]
+    if head == "self":
+        return False
+    if isinstance(func, ast.Module):
+        return True
+    params = {a.arg for a in [*func.args.args, *func.args.kwonlyargs, *func.args.posonlyargs]}
+    if head in params:
+        return False
+    return any(
+        isinstance(n, ast.Name) and n.id == head and isinstance(n.ctx, ast.Store) for n in ast.walk(func)
+    )
+
+
+def _assigned_with_eval(func, receiver: str) -> bool:
+    for node in ast.walk(func):
+        if isinstance(node, ast.Assign) and any(chain_root(t) == receiver for t in node.targets):
+            if any(isinstance(n, ast.Attribute) and n.attr == "eval" for n in ast.walk(node.value)):
+                return True
+    return False
+
+
+def _evaluated_receivers(ctx) -> set[str]:
+    found = set()
+    for site in ctx.calls:
+        func = site.node.func
+        if isinstance(func, ast.Attribute) and (func.attr == "eval" or func.attr == "train" and site.node.args and isinstance(site.node.args[0], ast.Constant) and site.node.args[0].value is False):
+            root = chain_root(func.value)
+            if root:
+                found.update({root, root.rsplit(".", 1)[-1]})
+        if site.qualname and site.qualname.endswith("evaluating") and site.node.args:
+            root = chain_root(site.node.args[0])
+            if root:
+                found.update({root, root.rsplit(".", 1)[-1]})
+    return found
+
+
+def _already_eval_names(ctx) -> set[str]:
+    """Names bound to models that load in eval mode (Hugging Face from_pretrained, TorchScript)."""
+    names = set()
+    for node in ast.walk(ctx.tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            text = ast.unparse(node.value.func) if len(node.targets) == 1 else ""
+            if any(s in text for s in ALREADY_EVAL_SOURCES):
+                for t in node.targets:
+                    root = chain_root(t)
+                    if root:
+                        names.add(root.rsplit(".", 1)[-1])
+    return names
+
+
+def _caller_evaluates(flow, caller, call) -> bool:
+    return any(
+        e.kind == "eval" and (e.node.lineno, e.node.col_offset) < (call.lineno, call.col_offset)
+        for e in flow.events(caller)
+    )

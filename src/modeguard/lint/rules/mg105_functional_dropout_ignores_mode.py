@@ -1,0 +1,75 @@
+import ast
+
+from modeguard.lint.context import FUNCTIONAL, has_star_args, keyword
+from modeguard.lint.rule import Rule, insert_after
+
+# name -> (default of `training`, index of `training` among the positional parameters)
+DROPOUTS = {
+    "dropout": (True, 2),
+    "dropout1d": (True, 2),
+    "dropout2d": (True, 2),
+    "dropout3d": (True, 2),
+    "alpha_dropout": (False, 2),
+    "feature_alpha_dropout": (False, 2),
+}
+
+
+class FunctionalDropoutIgnoresMode(Rule):
+    code = "MG105"
+    name = "functional-dropout-ignores-mode"
+    summary = "`F.dropout` without `training=` ignores `model.eval()`"
+    rationale = (
+        "`F.dropout` and `F.dropout1d/2d/3d` default to `training=True`: inside a module they keep "
+        "dropping after `model.eval()`, so predictions are random. `F.alpha_dropout` and "
+        "`F.feature_alpha_dropout` default to `training=False`: they never drop, even in "
+        "training. Pass the module's mode: `training=self.training`."
+    )
+    fixable = True
+    triggers = ("dropout",)
+    invalid = (
+        "import torch.nn.functional as F\nclass Attention(nn.Module):\n    def forward(self, x):\n        attn = self.qk(x).softmax(-1)\n        attn = F.dropout(attn, 0.1)\n        return attn @ self.v(x)\n",
+        "from torch.nn import functional as F\nclass Net(nn.Module):\n    def forward(self, x):\n        return F.alpha_dropout(self.fc(x), p=0.2)\n",
+        "from torch.nn.functional import dropout2d\nclass Net(nn.Module):\n    def forward(self, x):\n        return dropout2d(self.conv(x), 0.1)\n",
+    )
+    valid = (
+        "class Net(nn.Module):\n    def forward(self, x):\n        return F.dropout(x, 0.5, self.training)\n",
+        "class Net(nn.Module):\n    def forward(self, x):\n        return F.dropout(x, p=0.5, training=self.training)\n",
+        "class McDropout(nn.Module):\n    def forward(self, x):\n        return F.dropout(x, 0.5, training=True)  # Monte-Carlo dropout, on purpose\n",
+        "def augment(x):\n    return F.dropout(x, 0.1)  # a plain function: not tied to a module's mode\n",
+        "class Net(nn.Module):\n    def forward(self, x, **kw):\n        return F.dropout(x, 0.1, **kw)\n",
+    )
+
+    def check(self, ctx):
+        for site in ctx.calls:
+            if site.qualname is None or not site.qualname.startswith(FUNCTIONAL + "."):
+                continue
+            name = site.qualname.rsplit(".", 1)[1]
+            if name not in DROPOUTS or not _in_module_method(ctx, site.scope):
+                continue
+            call = site.node
+            default, index = DROPOUTS[name]
+            if keyword(call, "training") or len(call.args) > index or has_star_args(call):
+                continue
+            if default:
+                message = f"F.{name} defaults to training=True: it keeps dropping after model.eval()"
+            else:
+                message = f"F.{name} defaults to training=False: it never drops, even in training"
+            last = call.args[-1] if call.args else None
+            if call.keywords:
+                last = max([*call.args, *(k.value for k in call.keywords)], key=lambda n: (n.end_lineno, n.end_col_offset))
+            autofix = (
+                insert_after(last, ", training=self.training", "Pass training=self.training")
+                if last is not None
+                else None
+            )
+            yield self.finding(ctx, call, message, "pass training=self.training", autofix)
+
+
+def _in_module_method(ctx, scope) -> bool:
+    func = scope.func
+    if func is None or scope.cls is None or not func.args.args or func.args.args[0].arg != "self":
+        return False
+    if ctx.is_module_class(scope.cls):
+        return True
+    # A subclass of a module class defined elsewhere (e.g. timm's): it has a forward().
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "forward" for n in scope.cls.body)

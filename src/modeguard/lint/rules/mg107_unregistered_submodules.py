@@ -1,0 +1,120 @@
+import ast
+
+from modeguard.lint.rule import Rule, replace
+
+WRAPPERS = ("ModuleList", "ModuleDict", "Sequential", "ParameterList")
+
+
+class UnregisteredSubmodules(Rule):
+    code = "MG107"
+    name = "unregistered-submodules"
+    summary = "Modules in a plain list/dict/tuple attribute are invisible to `model.eval()`"
+    rationale = (
+        "`Module.train()`/`eval()`, `.to()`, `.parameters()` and `state_dict()` only see "
+        "submodules registered in `_modules`. Layers kept in a Python list stay in training "
+        "mode after `model.eval()` (their Dropout keeps dropping), are not trained by an "
+        "optimizer built from `model.parameters()` and are not saved. Wrap the list in "
+        "`nn.ModuleList` (a dict in `nn.ModuleDict`)."
+    )
+    fixable = True
+    triggers = ("Module",)
+    invalid = (
+        "class Encoder(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.blocks = [Block(d) for _ in range(4)]\n\n\nclass Block(nn.Module):\n    pass\n",
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layers = [nn.Linear(4, 4), nn.Dropout(0.1)]\n",
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.heads = []\n        for _ in range(3):\n            self.heads.append(nn.Linear(4, 2))\n",
+    )
+    valid = (
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Dropout(0.1)])\n",
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        layers = [nn.Linear(4, 4), nn.ReLU()]\n        self.body = nn.Sequential(*layers)\n",
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.blocks = [nn.Linear(4, 4)]\n        self.blocks = nn.ModuleList(self.blocks)\n",
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.sizes = [64, 128]\n        self.names = ['a', 'b']\n",
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.blocks = [nn.Linear(4, 4)]\n        for i, b in enumerate(self.blocks):\n            self.add_module(f'block{i}', b)\n",
+    )
+
+    def check(self, ctx):
+        for cls in ctx.classes:
+            if not ctx.is_module_class(cls):
+                continue
+            attrs: dict[str, tuple[ast.Assign, ast.AST]] = {}
+            appended: dict[str, ast.AST] = {}
+            wrapped: set[str] = set()
+            registers = False
+            for node in ast.walk(cls):
+                if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                    attr = _self_attr(node.targets[0])
+                    if attr and isinstance(node.value, (ast.List, ast.ListComp, ast.Tuple, ast.Dict, ast.DictComp)):
+                        attrs.setdefault(attr, (node, node.value))
+                    elif attr and _is_wrapper_call(ctx, node.value):
+                        wrapped.add(attr)
+                elif isinstance(node, ast.Call):
+                    func = node.func
+                    if isinstance(func, ast.Attribute) and func.attr in ("add_module", "register_module"):
+                        registers = True
+                    elif isinstance(func, ast.Attribute) and func.attr in ("append", "extend", "insert"):
+                        attr = _self_attr(func.value)
+                        if attr and any(_builds_module(ctx, a) for a in node.args):
+                            appended.setdefault(attr, node)
+                    for arg in node.args:  # nn.ModuleList(self.blocks), nn.Sequential(*self.blocks)
+                        inner = arg.value if isinstance(arg, ast.Starred) else arg
+                        if _self_attr(inner) and _is_wrapper_call(ctx, node):
+                            wrapped.add(_self_attr(inner))
+            if registers:
+                continue
+            for attr, (assign, value) in attrs.items():
+                if attr in wrapped:
+                    continue
+                holds_modules = _container_builds_modules(ctx, value) or (
+                    attr in appended and _is_empty(value)
+                )
+                if not holds_modules:
+                    continue
+                wrapper = "ModuleDict" if isinstance(value, (ast.Dict, ast.DictComp)) else "ModuleList"
+                source = ast.get_source_segment(ctx.source, value)
+                autofix = None
+                if source and not isinstance(value, ast.Tuple) and "nn" in ctx.imports:
+                    autofix = replace(value, f"nn.{wrapper}({source})", f"Wrap in nn.{wrapper}")
+                yield self.finding(
+                    ctx,
+                    assign.targets[0],
+                    f"self.{attr} holds modules in a plain {type(value).__name__.replace('Comp', ' comprehension').lower()}: "
+                    "model.eval(), .to() and state_dict() never reach them",
+                    f"wrap it: self.{attr} = nn.{wrapper}(...)",
+                    autofix,
+                )
+
+
+def _self_attr(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return node.attr
+    return None
+
+
+def _is_wrapper_call(ctx, node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    name = ctx.qualname(node.func) or ""
+    return name.rsplit(".", 1)[-1] in WRAPPERS
+
+
+def _builds_module(ctx, node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    name = ctx.qualname(node.func) or ""
+    last = name.rsplit(".", 1)[-1]
+    return (name.startswith("torch.nn.") and last[:1].isupper() and last not in ("Parameter",)) or last in ctx.module_classes
+
+
+def _container_builds_modules(ctx, value: ast.AST) -> bool:
+    if isinstance(value, (ast.List, ast.Tuple)):
+        return any(_builds_module(ctx, e) for e in value.elts)
+    if isinstance(value, ast.Dict):
+        return any(_builds_module(ctx, v) for v in value.values)
+    if isinstance(value, ast.ListComp):
+        return _builds_module(ctx, value.elt)
+    if isinstance(value, ast.DictComp):
+        return _builds_module(ctx, value.value)
+    return False
+
+
+def _is_empty(value: ast.AST) -> bool:
+    return isinstance(value, (ast.List, ast.Dict)) and not (getattr(value, "elts", None) or getattr(value, "keys", None))
