@@ -13,6 +13,7 @@ MODEL_FILE = textwrap.dedent(
     from torch import nn
 
     def good():
+        torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.1), nn.Linear(8, 2))
         with torch.no_grad():
             for _ in range(20):

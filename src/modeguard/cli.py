@@ -40,7 +40,9 @@ def root(
 
 def fail(message: str) -> None:
     """A usage or input error: one line on stderr, exit code 2."""
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    stderr.print(f"[bold red]error:[/] {escape(message.splitlines()[0] if message else '')}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -159,7 +161,7 @@ def check(
     findings.sort(key=lambda f: (f.filename or "", f.location.row, f.location.column, f.code))
     console = Console(highlight=False)
     if fix or diff:
-        findings = _apply_fixes(findings, write=fix, console=console)
+        findings = _apply_fixes(findings, write=fix, console=stderr)
     if fmt is OutputFormat.json:
         sys.stdout.write(output.to_json(findings) + "\n")
     elif fmt is OutputFormat.sarif:

@@ -54,6 +54,8 @@ class MissingEval(Rule):
                 receiver = chain_root(site.func if not isinstance(site.func, ast.Attribute) or site.func.attr != "generate" else site.func.value)
                 if receiver is None or receiver.split(".")[-1] in already_eval or NOT_TRAINED_RE.search(receiver):
                     continue
+                if receiver.split(".")[-1] in flow.by_name or receiver in ctx.imports:
+                    continue  # a function or method, not a model instance
                 if not _is_model(ctx, func, receiver):
                     continue
                 before = [e for e in body_events if (e.node.lineno, e.node.col_offset) < (site.lineno, site.col_offset)]
@@ -68,8 +70,8 @@ class MissingEval(Rule):
                     if receiver in evaluated_anywhere or receiver.split(".")[-1] in evaluated_anywhere:
                         continue  # eval() elsewhere on this model (a caller, a setup method)
                     callers = flow.callers(func.name) if func is not ctx.tree else []
-                    if not callers or any(_caller_evaluates(flow, caller, call) for caller, call in callers):
-                        continue  # called from outside this file, or a caller switches to eval
+                    if not any(_caller_builds_model_without_eval(flow, func, receiver, caller, call) for caller, call in callers):
+                        continue  # the model comes from outside this file, or callers switch to eval
                 yield self.finding(
                     ctx,
                     site,
@@ -92,7 +94,11 @@ class MissingEval(Rule):
     def _inference_sites(self, ctx, func, scope, events):
         name = getattr(func, "name", "")
         by_name = scope is not None and INFERENCE_FUNC_RE.match(name) is not None
-        loads = [e for e in ast.walk(func) if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "load_state_dict"]
+        own = None if func is ctx.tree else func
+        loads = [
+            s.node for s in ctx.calls
+            if s.scope.func is own and isinstance(s.node.func, ast.Attribute) and s.node.func.attr == "load_state_dict"
+        ]
         last_backward = max(((e.node.lineno, e.node.col_offset) for e in events if e.kind == "backward"), default=None)
         for site in ctx.calls:
             if site.scope.func is not (None if func is ctx.tree else func):
@@ -194,8 +200,14 @@ def _already_eval_names(ctx) -> set[str]:
     return names
 
 
-def _caller_evaluates(flow, caller, call) -> bool:
-    return any(
-        e.kind == "eval" and (e.node.lineno, e.node.col_offset) < (call.lineno, call.col_offset)
+def _caller_builds_model_without_eval(flow, func, receiver, caller, call) -> bool:
+    """The caller passes a model it made itself (local) and never switched it to eval first."""
+    from modeguard.lint.flow import _argument_map
+
+    argument = _argument_map(func, call).get(receiver.split(".")[0])
+    if argument is None or not _is_local(caller, argument):
+        return False
+    return not any(
+        e.kind == "eval" and related(e.receiver, argument) and (e.node.lineno, e.node.col_offset) < (call.lineno, call.col_offset)
         for e in flow.events(caller)
-    )
+    ) and not _assigned_with_eval(caller, argument)

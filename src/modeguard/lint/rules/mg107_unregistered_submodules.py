@@ -1,7 +1,10 @@
 import ast
+import re
 
 from modeguard.lint.rule import Rule, replace
 
+# Losses and activations have no parameters, buffers or mode: a plain list of them is harmless.
+STATELESS_RE = re.compile(r"(Loss|ReLU|GELU|SiLU|Tanh|Sigmoid|Softmax|LogSoftmax|Identity|Flatten|Parameter|Hardswish|Mish|ELU)$")
 WRAPPERS = ("ModuleList", "ModuleDict", "Sequential", "ParameterList")
 
 
@@ -101,7 +104,9 @@ def _builds_module(ctx, node: ast.AST) -> bool:
         return False
     name = ctx.qualname(node.func) or ""
     last = name.rsplit(".", 1)[-1]
-    return (name.startswith("torch.nn.") and last[:1].isupper() and last not in ("Parameter",)) or last in ctx.module_classes
+    if last in ctx.module_classes:
+        return True
+    return name.startswith("torch.nn.") and last[:1].isupper() and not STATELESS_RE.search(last)
 
 
 def _container_builds_modules(ctx, value: ast.AST) -> bool:

@@ -1,4 +1,5 @@
 import ast
+import re
 
 from modeguard.lint.flow import FlowIndex, chain_root, related
 from modeguard.lint.rule import Rule
@@ -11,6 +12,9 @@ CAPTURES = {
     "torch.quantization.fuse_modules": "fuse_modules",
     "torch.ao.quantization.quantize_fx.prepare_fx": "prepare_fx",
 }
+
+
+MODEL_CONSTRUCTOR_RE = re.compile(r"^((?=[A-Z])\w*(Net|Model|Former|Transformer|Classifier|Encoder)\w*|resnet\d+|create_model|vgg\d+|mobilenet\w*|efficientnet\w*)$")
 
 
 class CaptureInTrainMode(Rule):
@@ -68,7 +72,8 @@ def _created_here(ctx, scope_node, receiver: str) -> bool:
     for node in ast.walk(scope_node):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
             if any(chain_root(t) == receiver for t in node.targets):
-                if any(isinstance(n, ast.Attribute) and n.attr == "eval" for n in ast.walk(node.value)):
-                    return False  # model = Net().eval()
-                return True
+                if any(isinstance(n, ast.Attribute) and n.attr in ("eval", "from_pretrained") for n in ast.walk(node.value)):
+                    return False  # model = Net().eval(); from_pretrained returns eval mode
+                callee = (ctx.qualname(node.value.func) or "").rsplit(".", 1)[-1]
+                return callee in ctx.module_classes or MODEL_CONSTRUCTOR_RE.search(callee) is not None
     return False
