@@ -42,7 +42,7 @@ class FunctionalDropoutHead(nn.Module):
         self.fc = nn.Linear(dim, dim)
 
     def forward(self, x):
-        return F.dropout(F.relu(self.fc(x)), 0.3)
+        return F.dropout(F.relu(self.fc(x)), 0.3)  # noqa: MG105 (planted on purpose)
 
 
 class PlainListBlocks(nn.Module):
@@ -50,7 +50,7 @@ class PlainListBlocks(nn.Module):
 
     def __init__(self, dim: int = 16, depth: int = 2):
         super().__init__()
-        self.blocks = [nn.Sequential(nn.Linear(dim, dim), nn.Dropout(0.2)) for _ in range(depth)]
+        self.blocks = [nn.Sequential(nn.Linear(dim, dim), nn.Dropout(0.2)) for _ in range(depth)]  # noqa: MG107 (planted on purpose)
 
     def forward(self, x):
         for block in self.blocks:
@@ -81,7 +81,7 @@ def demo() -> tuple[nn.Module, torch.Tensor]:
     model = BuggyNet()
     with torch.no_grad():
         for seed in range(20):
-            model(digits_like_batch(32, seed))
+            model(digits_like_batch(32, seed))  # noqa: MG101 (planted on purpose)
     return model, digits_like_batch(8, seed=100)
 
 
@@ -106,7 +106,7 @@ class DropoutBuiltInForward(nn.Module):
         self.fc = nn.Linear(8, 8)
 
     def forward(self, x):
-        return nn.Dropout(0.2)(self.fc(x))
+        return nn.Dropout(0.2)(self.fc(x))  # noqa: MG108 (planted on purpose)
 
 
 class SdpaDropoutAttention(nn.Module):
@@ -118,7 +118,7 @@ class SdpaDropoutAttention(nn.Module):
 
     def forward(self, x):
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)  # noqa: MG106 (planted on purpose)
 
 
 class TrainingBranch(nn.Module):

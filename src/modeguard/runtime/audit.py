@@ -460,7 +460,7 @@ class _Auditor:
                 except Exception as exc:  # noqa: BLE001
                     error = _one_line(exc)
                     break
-            module.training = False
+            module.training = False  # noqa: MG104 (one flag on purpose)
             if error is not None:
                 report.divergence.append(ModuleDivergence(item.name, item.kind, math.inf, math.inf, error))
                 continue
