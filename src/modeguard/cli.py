@@ -204,11 +204,10 @@ def _apply_fixes(findings, *, write: bool, console: Console):
         path = Path(filename)
         before = path.read_text(encoding="utf-8")
         after, applied = apply_fixes(before, file_findings)
-        total += applied
         if write:
             path.write_text(after, encoding="utf-8")
-            fixed_nodes = {id(f) for f in file_findings[:applied]}
-            remaining.extend(f for f in file_findings if id(f) not in fixed_nodes and applied < len(file_findings))
+            total += len(applied)
+            remaining.extend(f for f in file_findings if f not in applied)
         else:
             sys.stdout.write(unified_diff(filename, before, after))
             remaining.extend(file_findings)

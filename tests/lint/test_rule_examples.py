@@ -35,7 +35,7 @@ def test_fixes_parse_and_silence_the_rule(code, index, source):
     if not any(f.autofix for f in findings):
         pytest.skip("no autofix for this example")
     fixed, applied = apply_fixes(source, findings)
-    assert applied >= 1
+    assert applied
     ast.parse(fixed)
     assert not [f for f in lint(code, fixed) if f.autofix], fixed
 

@@ -60,14 +60,12 @@ class FileContext:
     def qualname(self, node: ast.AST) -> str | None:
         """`F.dropout` -> `torch.nn.functional.dropout` through the file's imports; the
         conventional aliases F, nn and torch are assumed when the file does not import them."""
-        parts = []
-        while isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        if not isinstance(node, ast.Name):
+        dotted = dotted_name(node)
+        if dotted is None:
             return None
-        head = self.imports.get(node.id) or {"F": FUNCTIONAL, "nn": "torch.nn"}.get(node.id, node.id)
-        return ".".join([head, *reversed(parts)])
+        head, _, rest = dotted.partition(".")
+        head = self.imports.get(head) or {"F": FUNCTIONAL, "nn": "torch.nn"}.get(head, head)
+        return f"{head}.{rest}" if rest else head
 
     def is_module_class(self, cls: ast.ClassDef | None) -> bool:
         return cls is not None and cls.name in self.module_classes
@@ -160,23 +158,14 @@ class _Indexer:
         return self.ctx.qualname(target) in GRAD_OFF
 
 
-def receiver_text(node: ast.AST) -> str | None:
-    """`self.model` for `self.model.eval()`: the dotted receiver of a method call."""
+def dotted_name(node: ast.AST) -> str | None:
+    """`self.model.encoder` for that attribute chain; None unless it ends in a plain name."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
     if isinstance(node, ast.Name):
         return ".".join([node.id, *reversed(parts)])
-    return None
-
-
-def method_call(node: ast.AST, *names: str) -> tuple[str, ast.Call] | None:
-    """(receiver, call) when `node` is `<receiver>.<name>(...)` for one of `names`."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names:
-        receiver = receiver_text(node.func.value)
-        if receiver is not None:
-            return receiver, node
     return None
 
 

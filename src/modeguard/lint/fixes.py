@@ -7,9 +7,9 @@ import difflib
 from modeguard.findings import Finding
 
 
-def apply_fixes(source: str, findings: list[Finding]) -> tuple[str, int]:
-    """The fixed source and how many fixes were applied (a fix overlapping an earlier one is
-    left for the next run, like ruff)."""
+def apply_fixes(source: str, findings: list[Finding]) -> tuple[str, list[Finding]]:
+    """The fixed source and the findings whose fixes were applied (a fix overlapping an earlier
+    one is left for the next run, like ruff)."""
     lines = source.splitlines(keepends=True)
     starts = [0]
     for line in lines:
@@ -23,7 +23,7 @@ def apply_fixes(source: str, findings: list[Finding]) -> tuple[str, int]:
 
     taken: list[tuple[int, int]] = []
     chosen: list[tuple[int, int, str]] = []
-    applied = 0
+    applied: list[Finding] = []
     for finding in sorted((f for f in findings if f.autofix), key=lambda f: (f.location.row, f.location.column)):
         spans = [
             (offset(e.location.row, e.location.column), offset(e.end_location.row, e.end_location.column), e.content)
@@ -33,7 +33,7 @@ def apply_fixes(source: str, findings: list[Finding]) -> tuple[str, int]:
             continue
         taken.extend((start, end) for start, end, _ in spans)
         chosen.extend(spans)
-        applied += 1
+        applied.append(finding)
     fixed = source
     for start, end, content in sorted(chosen, reverse=True):
         fixed = fixed[:start] + content + fixed[end:]

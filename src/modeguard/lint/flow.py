@@ -7,7 +7,7 @@ import ast
 import re
 from dataclasses import dataclass
 
-from modeguard.lint.context import FileContext
+from modeguard.lint.context import FileContext, dotted_name
 
 MAX_DEPTH = 3
 NOT_TRAINED_RE = re.compile(r"(ema|teacher|target|frozen|swa|avg|average|momentum|ref|reference|critic_old)", re.I)
@@ -25,13 +25,7 @@ def chain_root(node: ast.AST) -> str | None:
     """`model` for `model.to(device).eval()`'s receiver `model.to(device)`."""
     while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         node = node.func.value
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        return ".".join([node.id, *reversed(parts)])
-    return None
+    return dotted_name(node)
 
 
 def classify(call: ast.Call) -> Event | None:
@@ -86,7 +80,7 @@ class FlowIndex:
                 continue
             helper = self.helper_of(inner)
             if helper is not None and helper is not node and depth < MAX_DEPTH:
-                mapping = _argument_map(helper, inner)
+                mapping = argument_map(helper, inner)
                 for sub in self.events(helper, depth + 1):
                     receiver = _substitute(sub.receiver, mapping)
                     found.append((position, Event(sub.kind, receiver, inner, sub.via or helper.name)))
@@ -114,7 +108,7 @@ def related(a: str | None, b: str | None) -> bool:
     return a == b or a.startswith(b + ".") or b.startswith(a + ".") or a.rsplit(".", 1)[-1] == b.rsplit(".", 1)[-1]
 
 
-def _argument_map(helper: ast.AST, call: ast.Call) -> dict[str, str]:
+def argument_map(helper: ast.AST, call: ast.Call) -> dict[str, str]:
     params = [a.arg for a in helper.args.args]
     if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute):
         params = params[1:]

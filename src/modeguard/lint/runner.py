@@ -6,6 +6,7 @@ import hashlib
 import os
 import pickle
 from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 
 from modeguard import __version__
@@ -23,11 +24,6 @@ def lint_file(path: Path, selection: Selection) -> list[Finding]:
 
         return [Finding("MG100", Severity.ERROR, f"cannot read the file: {exc.strerror}", filename=str(path), location=Location(1, 1), end_location=Location(1, 1))]
     return lint_bytes(str(path), data, selection)
-
-
-def _lint_chunk(args: tuple[list[str], Selection]) -> list[list[Finding]]:
-    paths, selection = args
-    return [lint_file(Path(p), selection) for p in paths]
 
 
 class Cache:
@@ -79,10 +75,9 @@ def lint_paths(files: list[Path], selection: Selection, *, jobs: int | None = No
             findings.extend(cached)
     jobs = jobs or os.cpu_count() or 1
     if jobs > 1 and len(todo) >= PARALLEL_THRESHOLD:
-        chunks = [[str(p) for p in todo[i::jobs * 4]] for i in range(jobs * 4)]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = dict(zip((p for chunk in chunks for p in chunk), (r for rs in pool.map(_lint_chunk, [(c, selection) for c in chunks]) for r in rs)))
-        per_file = [(p, results[str(p)]) for p in todo]
+            results = pool.map(lint_file, todo, repeat(selection), chunksize=max(1, len(todo) // (jobs * 8)))
+            per_file = list(zip(todo, results))
     else:
         per_file = [(p, lint_file(p, selection)) for p in todo]
     for path, result in per_file:

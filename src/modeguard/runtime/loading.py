@@ -148,36 +148,21 @@ def checkpoint_findings(model: nn.Module, missing: list[str], unexpected: list[s
         if is_batchnorm(module)
         for buffer, _ in module.named_buffers(recurse=False)
     }
-    findings = []
     missing_bn = [k for k in missing if k in bn_buffers]
-    if missing_bn:
-        findings.append(
-            Finding(
-                "MG213",
-                Severity.ERROR,
-                f"the checkpoint lacks {len(missing_bn)} BatchNorm buffer(s) ({', '.join(missing_bn[:3])}"
-                f"{', ...' if len(missing_bn) > 3 else ''}): those layers keep placeholder statistics",
-                "save the full state_dict (buffers included), or recalibrate (modeguard.recalibrate_bn)",
-            )
-        )
     other = [k for k in missing if k not in bn_buffers]
-    if other:
-        findings.append(
-            Finding(
-                "MG213",
-                Severity.WARNING,
-                f"the checkpoint lacks {len(other)} key(s): {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}",
-                "check that the checkpoint belongs to this architecture",
-            )
-        )
-    if unexpected:
-        findings.append(
-            Finding(
-                "MG213",
-                Severity.WARNING,
-                f"the checkpoint has {len(unexpected)} key(s) the model does not: "
-                f"{', '.join(unexpected[:5])}{', ...' if len(unexpected) > 5 else ''}",
-                "check that the checkpoint belongs to this architecture",
-            )
-        )
-    return findings
+    groups = [
+        (missing_bn, Severity.ERROR, "lacks {n} BatchNorm buffer(s) ({keys}): those layers keep placeholder statistics",
+         "save the full state_dict (buffers included), or recalibrate (modeguard.recalibrate_bn)"),
+        (other, Severity.WARNING, "lacks {n} key(s): {keys}", "check that the checkpoint belongs to this architecture"),
+        (unexpected, Severity.WARNING, "has {n} key(s) the model does not: {keys}",
+         "check that the checkpoint belongs to this architecture"),
+    ]
+    return [
+        Finding("MG213", severity, "the checkpoint " + template.format(n=len(keys), keys=_some(keys)), fix)
+        for keys, severity, template, fix in groups
+        if keys
+    ]
+
+
+def _some(keys: list[str], shown: int = 5) -> str:
+    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -93,17 +94,9 @@ class AuditReport:
         yield findings_table(self.findings)
 
     def __str__(self) -> str:
-        console = Console(width=120, record=True, file=_Discard(), color_system=None)
+        console = Console(width=120, file=io.StringIO(), color_system=None)
         console.print(self)
-        return console.export_text()
-
-
-class _Discard:
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
+        return console.file.getvalue()
 
 
 def _yes_no(value: bool | None) -> str:

@@ -1,7 +1,7 @@
 import ast
 import re
 
-from modeguard.lint.flow import NOT_TRAINED_RE, FlowIndex, chain_root, related
+from modeguard.lint.flow import NOT_TRAINED_RE, FlowIndex, argument_map, chain_root, related
 from modeguard.lint.rule import Rule
 
 MODEL_NAME_RE = re.compile(
@@ -51,7 +51,8 @@ class MissingEval(Rule):
             body_events = flow.events(func) if func is not ctx.tree else _module_events(flow, ctx.tree)
             kinds = {e.kind for e in body_events}
             for site, reason in self._inference_sites(ctx, func, scope, body_events):
-                receiver = chain_root(site.func if not isinstance(site.func, ast.Attribute) or site.func.attr != "generate" else site.func.value)
+                is_generate = isinstance(site.func, ast.Attribute) and site.func.attr == "generate"
+                receiver = chain_root(site.func.value if is_generate else site.func)
                 if receiver is None or receiver.split(".")[-1] in already_eval or NOT_TRAINED_RE.search(receiver):
                     continue
                 if receiver.split(".")[-1] in flow.by_name or receiver in ctx.imports:
@@ -202,9 +203,7 @@ def _already_eval_names(ctx) -> set[str]:
 
 def _caller_builds_model_without_eval(flow, func, receiver, caller, call) -> bool:
     """The caller passes a model it made itself (local) and never switched it to eval first."""
-    from modeguard.lint.flow import _argument_map
-
-    argument = _argument_map(func, call).get(receiver.split(".")[0])
+    argument = argument_map(func, call).get(receiver.split(".")[0])
     if argument is None or not _is_local(caller, argument):
         return False
     return not any(
