@@ -131,6 +131,7 @@ def check(
     diff: bool = typer.Option(False, "--diff", help="show the safe fixes as a diff, change nothing"),
     statistics: bool = typer.Option(False, "--statistics", help="count findings per rule"),
     exit_zero: bool = typer.Option(False, "--exit-zero", help="exit 0 even with findings"),
+    ignore_noqa: bool = typer.Option(False, "--ignore-noqa", help="report findings on # noqa lines too"),
     no_cache: bool = typer.Option(False, "--no-cache", help="read and analyse every file"),
     jobs: Optional[int] = typer.Option(None, help="processes (default: one per core)"),
 ) -> None:
@@ -149,6 +150,7 @@ def check(
             _split(select) or config.get("select"),
             [*_split(ignore), *config.get("ignore", [])],
             [*_split(extend_select), *config.get("extend-select", [])],
+            ignore_noqa=ignore_noqa,
         )
         files = discover(paths or ["."], [*config.get("exclude", []), *config.get("extend-exclude", []), *_split(exclude)])
         use_cache = not no_cache and config.get("cache", True) and not (fix or diff)

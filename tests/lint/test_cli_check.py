@@ -1,12 +1,11 @@
 """`modeguard check` as a subprocess on real files: formats, noqa, config, fixes, robustness."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "train_buggy.py"
+from tests.lint.example import EXAMPLE, copy_example
 
 
 def check(*args, cwd):
@@ -14,14 +13,14 @@ def check(*args, cwd):
 
 
 def test_example_findings_and_exit_codes(tmp_path):
-    shutil.copy(EXAMPLE, tmp_path / "train.py")
+    copy_example(tmp_path / "train.py")
     result = check("--output-format", "json", cwd=tmp_path)
     assert result.returncode == 1
     findings = json.loads(result.stdout)
     assert [f["code"] for f in findings] == ["MG105", "MG107", "MG102", "MG103", "MG101"]
     first = findings[0]
     assert set(first) >= {"code", "message", "filename", "location", "end_location", "fix", "url"}
-    assert first["location"] == {"row": 14, "column": 16} and first["fix"]["edits"]
+    assert first["location"] == {"row": 17, "column": 16} and first["fix"]["edits"]
     assert check("--exit-zero", cwd=tmp_path).returncode == 0
     (tmp_path / "train.py").write_text("x = 1\n")
     clean = check(cwd=tmp_path)
@@ -29,7 +28,7 @@ def test_example_findings_and_exit_codes(tmp_path):
 
 
 def test_sarif_and_github(tmp_path):
-    shutil.copy(EXAMPLE, tmp_path / "train.py")
+    copy_example(tmp_path / "train.py")
     sarif = json.loads(check("--output-format", "sarif", cwd=tmp_path).stdout)
     assert sarif["version"] == "2.1.0"
     run = sarif["runs"][0]
@@ -37,11 +36,11 @@ def test_sarif_and_github(tmp_path):
     ids = {r["id"] for r in run["tool"]["driver"]["rules"]}
     assert all(r["ruleId"] in ids and r["locations"][0]["physicalLocation"]["region"]["startLine"] > 0 for r in run["results"])
     github = check("--output-format", "github", cwd=tmp_path).stdout.splitlines()
-    assert github[0].startswith("::error title=modeguard (MG105),file=train.py,line=14,col=16")
+    assert github[0].startswith("::error title=modeguard (MG105),file=train.py,line=17,col=16")
 
 
 def test_select_ignore_noqa_and_pyproject(tmp_path):
-    shutil.copy(EXAMPLE, tmp_path / "train.py")
+    copy_example(tmp_path / "train.py")
     codes = lambda r: [f["code"] for f in json.loads(r.stdout)]
     assert codes(check("--select", "MG105,MG107", "--output-format", "json", cwd=tmp_path)) == ["MG105", "MG107"]
     assert "MG101" not in codes(check("--ignore", "MG101", "--output-format", "json", cwd=tmp_path))
@@ -58,7 +57,7 @@ def test_select_ignore_noqa_and_pyproject(tmp_path):
 
 
 def test_fix_and_diff(tmp_path):
-    shutil.copy(EXAMPLE, tmp_path / "train.py")
+    copy_example(tmp_path / "train.py")
     before = (tmp_path / "train.py").read_text()
     diff = check("--diff", cwd=tmp_path)
     assert "+        return F.dropout(torch.relu(self.fc(x)), 0.1, training=self.training)" in diff.stdout
@@ -104,7 +103,7 @@ def test_broken_files_are_diagnostics_not_crashes(tmp_path):
 
 
 def test_check_runs_without_torch(tmp_path):
-    shutil.copy(EXAMPLE, tmp_path / "train.py")
+    copy_example(tmp_path / "train.py")
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
         "from modeguard.cli import main\n"
@@ -132,8 +131,15 @@ def test_rule_and_rules_commands(tmp_path):
 
 
 def test_cache_reuses_results(tmp_path):
-    shutil.copy(EXAMPLE, tmp_path / "train.py")
+    copy_example(tmp_path / "train.py")
     first = check("--output-format", "json", cwd=tmp_path)
     assert (tmp_path / ".modeguard_cache").is_dir()
     second = check("--output-format", "json", cwd=tmp_path)
     assert first.stdout == second.stdout
+
+
+def test_ignore_noqa_shows_the_planted_bugs(tmp_path):
+    (tmp_path / "train.py").write_text(EXAMPLE.read_text())  # with its noqa markers
+    assert check(cwd=tmp_path).returncode == 0
+    shown = check("--ignore-noqa", "--output-format", "json", cwd=tmp_path)
+    assert [f["code"] for f in json.loads(shown.stdout)] == ["MG105", "MG107", "MG102", "MG103", "MG101"]

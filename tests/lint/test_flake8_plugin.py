@@ -1,13 +1,12 @@
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "train_buggy.py"
+from tests.lint.example import copy_example
+
 
 
 def test_flake8_reports_mg_codes(tmp_path):
-    shutil.copy(EXAMPLE, tmp_path / "train.py")
+    copy_example(tmp_path / "train.py")
     result = subprocess.run(
         [sys.executable, "-m", "flake8", "--select", "MG", "train.py"], capture_output=True, text=True, cwd=tmp_path
     )

@@ -20,9 +20,10 @@ INTERNAL_ERROR = "MG000"
 @dataclass(frozen=True)
 class Selection:
     codes: frozenset[str]
+    honour_noqa: bool = True
 
     @classmethod
-    def from_options(cls, select=None, ignore=(), extend_select=()) -> "Selection":
+    def from_options(cls, select=None, ignore=(), extend_select=(), *, ignore_noqa=False) -> "Selection":
         def matches(code: str, patterns) -> bool:
             return any(p.upper() == "ALL" or code.startswith(p.upper()) for p in patterns)
 
@@ -37,7 +38,7 @@ class Selection:
             from modeguard.errors import InputError
 
             raise InputError(f"unknown rule code or prefix: {', '.join(unknown)} (see `modeguard rules`)")
-        return cls(frozenset(chosen))
+        return cls(frozenset(chosen), not ignore_noqa)
 
 
 def decode(data: bytes) -> str:
@@ -83,6 +84,8 @@ def lint_source(path: str, source: str, selection: Selection) -> list[Finding]:
                 Finding(INTERNAL_ERROR, Severity.ERROR, f"internal error in {rule.code}: {type(exc).__name__}: {exc}",
                         filename=path, location=Location(1, 1), end_location=Location(1, 1))
             )
+    if not selection.honour_noqa:
+        return findings
     return [f for f in findings if not _suppressed(f, ctx.lines)]
 
 

@@ -29,7 +29,8 @@ def lint_file(path: Path, selection: Selection) -> list[Finding]:
 class Cache:
     def __init__(self, directory: Path | None, selection: Selection):
         self.file = directory / f"v{__version__}.pickle" if directory else None
-        self.key = hashlib.sha1(",".join(sorted(selection.codes)).encode()).hexdigest()
+        settings = [*sorted(selection.codes), f"noqa={selection.honour_noqa}"]
+        self.key = hashlib.sha1(",".join(settings).encode()).hexdigest()
         self.entries: dict[str, tuple[int, int, str, list[Finding]]] = {}
         if self.file and self.file.is_file():
             try:
