@@ -138,7 +138,7 @@ def check(
     """Lint Python source for train/eval-mode bugs (rules MG1xx; see `modeguard rules`)."""
     from pathlib import Path
 
-    from modeguard.lint import fixes, output
+    from modeguard.lint import output
     from modeguard.lint.config import load_config
     from modeguard.lint.engine import Selection
     from modeguard.lint.files import discover
