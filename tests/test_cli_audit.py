@@ -117,3 +117,19 @@ def test_torchvision_spec(tmp_path):
     data = json.loads(result.stdout)
     assert data["training"] is True  # torchvision builds models in training mode
     assert any(f["code"] == "MG212" for f in data["findings"])
+
+
+def test_weights_that_fit_give_no_checkpoint_finding(tmp_path):
+    (tmp_path / "models.py").write_text(MODEL_FILE)
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+    with torch.no_grad():
+        model(torch.randn(64, 4))  # calibrated statistics travel with the state_dict
+    torch.save(model.state_dict(), tmp_path / "ckpt.pt")
+    result = run(
+        "audit", f"{tmp_path}/models.py:model_only", "--weights", str(tmp_path / "ckpt.pt"),
+        "--input-shape", "4,4", "--format", "json",
+    )
+    codes = {f["code"] for f in json.loads(result.stdout)["findings"]}
+    assert "MG213" not in codes and "MG205" not in codes

@@ -18,7 +18,7 @@ from modeguard.runtime.compare import (
     tolerance,
 )
 from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules
-from modeguard.runtime.recorder import PassRecorder
+from modeguard.runtime.recorder import PassRecorder, output_print
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.state import preserved
 from modeguard.runtime.structure import (
@@ -439,6 +439,30 @@ class _Auditor:
         max_abs, rel = bnh.mode_divergence(bn, observed)
         return ModuleDivergence(item.name, item.kind, max_abs, rel)
 
+    def replayed_divergence(self, item, module, captured, call) -> ModuleDivergence:
+        """Replay the module on its captured input with only its own flag in training mode.
+        When the output matches the eval pass's fingerprint the mode changes nothing here and
+        the eval replay is skipped (a model root that reads self.training costs one forward)."""
+        args, kwargs = captured
+        outputs = {}
+        try:
+            for training in (True, False):
+                module.training = training  # noqa: MG104 - this module's own flag, on purpose
+                torch.manual_seed(self.seed)
+                outputs[training] = module(*args, **kwargs)
+                if training and call.output_print is not None:
+                    sampled = output_print(outputs[True])
+                    if sampled is not None and fingerprints_match(call.output_print, sampled, self.rtol):
+                        return ModuleDivergence(item.name, item.kind, 0.0, 0.0)
+        except Exception as exc:  # noqa: BLE001 - reported as this module's divergence
+            return ModuleDivergence(item.name, item.kind, math.inf, math.inf, _one_line(exc))
+        finally:
+            module.training = False  # noqa: MG104 - the audit runs in eval; modes restored at the end
+        worst = max(compare_outputs(outputs[False], outputs[True]), key=lambda d: d.rel, default=None)
+        if worst is None:
+            return ModuleDivergence(item.name, item.kind, 0.0, 0.0)
+        return ModuleDivergence(item.name, item.kind, worst.max_abs, worst.rel)
+
     def attribute(self, sensitive: list[ModeSensitive], first: PassRecorder, report: AuditReport) -> None:
         modules = dict(self.model.named_modules())
         for item in sensitive:
@@ -449,25 +473,7 @@ class _Auditor:
             captured = first.captured.get(item.name)
             if captured is None:
                 continue  # never called on this input
-            args, kwargs = captured
-            outputs = []
-            error = None
-            for training in (False, True):
-                module.training = training
-                torch.manual_seed(self.seed)
-                try:
-                    outputs.append(module(*args, **kwargs))
-                except Exception as exc:  # noqa: BLE001
-                    error = _one_line(exc)
-                    break
-            module.training = False  # noqa: MG104 (one flag on purpose)
-            if error is not None:
-                report.divergence.append(ModuleDivergence(item.name, item.kind, math.inf, math.inf, error))
-                continue
-            diffs = compare_outputs(outputs[0], outputs[1])
-            worst = max(diffs, key=lambda d: d.rel, default=None)
-            if worst is not None:
-                report.divergence.append(ModuleDivergence(item.name, item.kind, worst.max_abs, worst.rel))
+            report.divergence.append(self.replayed_divergence(item, module, captured, first.calls[item.name]))
         report.divergence.sort(key=lambda d: -d.rel)
 
 

@@ -36,7 +36,8 @@ class StrayModule:
     inside: str  # innermost registered module running at that moment
 
 
-def _print_of(obj: Any, select) -> torch.Tensor | None:
+def output_print(obj: Any, select=lambda t: t) -> torch.Tensor | None:
+    """The fingerprints of every tensor in a nested input or output, concatenated."""
     prints = [fingerprint(s) for _, t in leaves(obj) if (s := select(t)) is not None]
     return torch.cat(prints) if prints else None
 
@@ -107,7 +108,7 @@ class PassRecorder:
             if name in self.calls:
                 return None
             call = ModuleCall(name, len(self.calls))
-            call.input_print = _print_of((args, kwargs), self._select)
+            call.input_print = output_print((args, kwargs), self._select)
             call.input_shapes = [tuple(t.shape) for _, t in leaves(args)]
             self.calls[name] = call
             if name in self.capture_inputs:
@@ -124,7 +125,7 @@ class PassRecorder:
                 self._stack.pop()
             call = self.calls[name]
             if call.output_print is None:
-                call.output_print = _print_of(output, self._select)
+                call.output_print = output_print(output, self._select)
             return None
 
         return hook
