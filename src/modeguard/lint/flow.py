@@ -64,22 +64,24 @@ class FlowIndex:
         candidates = self.by_name.get(name or "", [])
         return candidates[0] if len(candidates) == 1 else None
 
-    def events(self, node: ast.AST, depth: int = 0) -> list[Event]:
-        """Events in `node` (a function or a statement block) in source order."""
-        key = id(node)
-        if depth == 0 and key in self._events:
+    def events(self, func: ast.AST | None, depth: int = 0) -> list[Event]:
+        """Events in a function (None or the module: module-level code) in source order,
+        helpers' events placed at the call that reaches them."""
+        if isinstance(func, ast.Module):
+            func = None
+        key = id(func)
+        if key in self._events:
             return self._events[key]
         found: list[tuple[tuple[int, int], Event]] = []
-        for inner in ast.walk(node):
-            if not isinstance(inner, ast.Call):
-                continue
+        for site in self.ctx.calls_in(func):
+            inner = site.node
             position = (inner.lineno, inner.col_offset)
             event = classify(inner)
             if event is not None:
                 found.append((position, event))
                 continue
             helper = self.helper_of(inner)
-            if helper is not None and helper is not node and depth < MAX_DEPTH:
+            if helper is not None and helper is not func and depth < MAX_DEPTH:
                 mapping = argument_map(helper, inner)
                 for sub in self.events(helper, depth + 1):
                     receiver = _substitute(sub.receiver, mapping)
@@ -89,6 +91,12 @@ class FlowIndex:
         if depth == 0:
             self._events[key] = events
         return events
+
+    def events_within(self, func: ast.AST | None, block: ast.AST) -> list[Event]:
+        """The events of `func` that happen inside `block` (a loop)."""
+        start = (block.lineno, block.col_offset)
+        end = (block.end_lineno, block.end_col_offset)
+        return [e for e in self.events(func) if start <= (e.node.lineno, e.node.col_offset) <= end]
 
     def callers(self, func_name: str) -> list[tuple[ast.AST, ast.Call]]:
         if self._callers is None:

@@ -48,7 +48,7 @@ class MissingEval(Rule):
         for func, scope in [*ctx.functions, (ctx.tree, None)]:
             if scope is not None and self._skip_function(ctx, func, scope):
                 continue
-            body_events = flow.events(func) if func is not ctx.tree else _module_events(flow, ctx.tree)
+            body_events = flow.events(func)
             kinds = {e.kind for e in body_events}
             for site, reason in self._inference_sites(ctx, func, scope, body_events):
                 is_generate = isinstance(site.func, ast.Attribute) and site.func.attr == "generate"
@@ -132,11 +132,6 @@ def _self_attr_call(call: ast.Call) -> bool:
     return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self"
 
 
-def _module_events(flow, tree):
-    module_level = ast.Module(body=[s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))], type_ignores=[])
-    return flow.events(module_level)
-
-
 def _is_model(ctx, func, receiver: str) -> bool:
     last = receiver.rsplit(".", 1)[-1]
     if MODEL_NAME_RE.search(last):
@@ -190,12 +185,12 @@ def _evaluated_receivers(ctx) -> set[str]:
 def _already_eval_names(ctx) -> set[str]:
     """Names bound to models that load in eval mode (Hugging Face from_pretrained, TorchScript)."""
     names = set()
-    for node in ast.walk(ctx.tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            text = ast.unparse(node.value.func) if len(node.targets) == 1 else ""
-            if any(s in text for s in ALREADY_EVAL_SOURCES):
-                for t in node.targets:
-                    root = chain_root(t)
+    for node, _ in ctx.assigns:
+        if isinstance(node.value, ast.Call):
+            callee = ctx.qualname(node.value.func) or ""
+            if any(callee.endswith(source) for source in ALREADY_EVAL_SOURCES):
+                for target in node.targets:
+                    root = chain_root(target)
                     if root:
                         names.add(root.rsplit(".", 1)[-1])
     return names

@@ -28,8 +28,8 @@ class NoTrainAfterEval(Rule):
         flow = FlowIndex(ctx)
         trained = _trained_receivers(ctx, flow)
         reported: set[int] = set()
-        for loop, _ in ctx.loops:
-            events = flow.events(loop)
+        for loop, scope in ctx.loops:
+            events = flow.events_within(scope.func, loop)
             kinds = {e.kind for e in events}
             if not {"backward", "step"} <= kinds:
                 continue

@@ -27,7 +27,7 @@ class TrainingAttributeAssignment(Rule):
 
     def check(self, ctx):
         loop_targets = _module_loop_targets(ctx)
-        for assign, scope in ctx.attribute_assigns:
+        for assign, scope in ctx.assigns:
             if scope.func is not None and scope.func.name in ("train", "eval", "__init__"):
                 continue
             if not (isinstance(assign.value, ast.Constant) and isinstance(assign.value.value, bool)):

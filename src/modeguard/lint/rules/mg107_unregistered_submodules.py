@@ -35,6 +35,8 @@ class UnregisteredSubmodules(Rule):
     )
 
     def check(self, ctx):
+        assigns_of = _by_class(ctx.assigns)
+        calls_of = _by_class((site.node, site.scope) for site in ctx.calls)
         for cls in ctx.classes:
             if not ctx.is_module_class(cls):
                 continue
@@ -42,25 +44,25 @@ class UnregisteredSubmodules(Rule):
             appended: dict[str, ast.AST] = {}
             wrapped: set[str] = set()
             registers = False
-            for node in ast.walk(cls):
-                if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            for node in assigns_of.get(id(cls), []):
+                if len(node.targets) == 1:
                     attr = _self_attr(node.targets[0])
                     if attr and isinstance(node.value, (ast.List, ast.ListComp, ast.Tuple, ast.Dict, ast.DictComp)):
                         attrs.setdefault(attr, (node, node.value))
                     elif attr and _is_wrapper_call(ctx, node.value):
                         wrapped.add(attr)
-                elif isinstance(node, ast.Call):
-                    func = node.func
-                    if isinstance(func, ast.Attribute) and func.attr in ("add_module", "register_module"):
-                        registers = True
-                    elif isinstance(func, ast.Attribute) and func.attr in ("append", "extend", "insert"):
-                        attr = _self_attr(func.value)
-                        if attr and any(_builds_module(ctx, a) for a in node.args):
-                            appended.setdefault(attr, node)
-                    for arg in node.args:  # nn.ModuleList(self.blocks), nn.Sequential(*self.blocks)
-                        inner = arg.value if isinstance(arg, ast.Starred) else arg
-                        if _self_attr(inner) and _is_wrapper_call(ctx, node):
-                            wrapped.add(_self_attr(inner))
+            for node in calls_of.get(id(cls), []):
+                func = node.func
+                if isinstance(func, ast.Attribute) and func.attr in ("add_module", "register_module"):
+                    registers = True
+                elif isinstance(func, ast.Attribute) and func.attr in ("append", "extend", "insert"):
+                    attr = _self_attr(func.value)
+                    if attr and any(_builds_module(ctx, a) for a in node.args):
+                        appended.setdefault(attr, node)
+                for arg in node.args:  # nn.ModuleList(self.blocks), nn.Sequential(*self.blocks)
+                    inner = arg.value if isinstance(arg, ast.Starred) else arg
+                    if _self_attr(inner) and _is_wrapper_call(ctx, node):
+                        wrapped.add(_self_attr(inner))
             if registers:
                 continue
             for attr, (assign, value) in attrs.items():
@@ -84,6 +86,14 @@ class UnregisteredSubmodules(Rule):
                     f"wrap it: self.{attr} = nn.{wrapper}(...)",
                     autofix,
                 )
+
+
+def _by_class(items) -> dict[int, list[ast.AST]]:
+    grouped: dict[int, list[ast.AST]] = {}
+    for node, scope in items:
+        if scope.cls is not None:
+            grouped.setdefault(id(scope.cls), []).append(node)
+    return grouped
 
 
 def _self_attr(node: ast.AST) -> str | None:
