@@ -167,8 +167,8 @@ class _Indexer:
             ctx.expression_statements.append((node, scope))
         elif kind is ast.For or kind is ast.While or kind is ast.AsyncFor:
             ctx.loops.append((node, scope))
-        for field in node._fields:
-            value = getattr(node, field, None)
+        for attr in node._fields:
+            value = getattr(node, attr, None)
             if type(value) is list:
                 for item in value:
                     if isinstance(item, ast.AST) and not isinstance(item, _LEAVES):

@@ -17,7 +17,7 @@ DEFAULT_EXCLUDES = (
 def discover(paths: list[str], exclude: list[str] = ()) -> list[Path]:
     """Python files under `paths`. Paths named explicitly are always read; what is found by
     walking skips default excludes, `exclude` patterns and anything .gitignore ignores."""
-    excluded = pathspec.PathSpec.from_lines("gitwildmatch", [*DEFAULT_EXCLUDES, *exclude])
+    excluded = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_EXCLUDES, *exclude])
     found: list[Path] = []
     for raw in paths:
         root = Path(raw)
@@ -34,7 +34,7 @@ def discover(paths: list[str], exclude: list[str] = ()) -> list[Path]:
             gitignore = here / ".gitignore"
             if gitignore.is_file():
                 try:
-                    ignores.append((here, pathspec.PathSpec.from_lines("gitwildmatch", gitignore.read_text(errors="replace").splitlines())))
+                    ignores.append((here, pathspec.GitIgnoreSpec.from_lines(gitignore.read_text(errors="replace").splitlines())))
                 except Exception:  # noqa: BLE001 - a broken .gitignore only loses its patterns
                     pass
 

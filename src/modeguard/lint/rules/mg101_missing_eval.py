@@ -2,15 +2,11 @@ import ast
 import re
 
 from modeguard.lint.flow import NOT_TRAINED_RE, FlowIndex, argument_map, chain_root, related
+from modeguard.lint.models import looks_like_model, model_origin
 from modeguard.lint.rule import Rule
 
-MODEL_NAME_RE = re.compile(
-    r"(^|_)(model|net|network|classifier|generator|encoder|decoder|backbone|detector|segmenter|cnn|resnet|unet)s?$",
-    re.I,
-)
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
 FRAMEWORK_HOOK_RE = re.compile(r"(_step$|_step_end$|^on_|_epoch_end$)")  # Lightning hooks
-ALREADY_EVAL_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession")
 
 
 class MissingEval(Rule):
@@ -29,6 +25,7 @@ class MissingEval(Rule):
         "@torch.no_grad()\ndef predict(path):\n    net = ResNet()\n    net.load_state_dict(torch.load(path, weights_only=True))\n    return net(load_image())\n",
         "def main():\n    model = Net()\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n    with torch.no_grad():\n        print(model(test_x))\n",
         "def evaluate(model, loader):\n    with torch.no_grad():\n        return [model(x) for x in loader]\n\n\ndef main():\n    model = Net()\n    evaluate(model, loader)\n",
+        "model = Net()\nmodel.train()\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\nwith torch.no_grad():\n    print(model(test_x))\n",
     )
     valid = (
         "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nmodel.eval()\nwith torch.no_grad():\n    preds = model(images)\n",
@@ -38,13 +35,13 @@ class MissingEval(Rule):
         "class Lit(pl.LightningModule):\n    def validation_step(self, batch, idx):\n        return self.model(batch)\n",
         "model = AutoModel.from_pretrained('bert-base-uncased')\nwith torch.no_grad():\n    out = model(**inputs)\n",
         "with torch.no_grad():\n    for p, ema_p in zip(model.parameters(), ema.parameters()):\n        ema_p.mul_(0.99).add_(p, alpha=0.01)\n",
+        "model.train()  # recalibrate BatchNorm: batch statistics on purpose\nwith torch.no_grad():\n    for x in loader:\n        model(x)\n",
         "def test_model_shapes():\n    model = Net()\n    with torch.no_grad():\n        assert model(x).shape == (2, 10)\n",
     )
 
     def check(self, ctx):
         flow = FlowIndex(ctx)
         evaluated_anywhere = _evaluated_receivers(ctx)
-        already_eval = _already_eval_names(ctx)
         for func, scope in [*ctx.functions, (ctx.tree, None)]:
             if scope is not None and self._skip_function(ctx, func, scope):
                 continue
@@ -53,21 +50,21 @@ class MissingEval(Rule):
             for site, reason in self._inference_sites(ctx, func, scope, body_events):
                 is_generate = isinstance(site.func, ast.Attribute) and site.func.attr == "generate"
                 receiver = chain_root(site.func.value if is_generate else site.func)
-                if receiver is None or receiver.split(".")[-1] in already_eval or NOT_TRAINED_RE.search(receiver):
+                if receiver is None or NOT_TRAINED_RE.search(receiver):
                     continue
                 if receiver.split(".")[-1] in flow.by_name or receiver in ctx.imports:
                     continue  # a function or method, not a model instance
-                if not _is_model(ctx, func, receiver):
+                origin = model_origin(ctx, func, receiver)
+                if origin == "eval" or not looks_like_model(ctx, func, receiver):
                     continue
                 before = [e for e in body_events if (e.node.lineno, e.node.col_offset) < (site.lineno, site.col_offset)]
                 if any(e.kind == "eval" and related(e.receiver, receiver) for e in before):
                     continue
-                if _assigned_with_eval(func, receiver):
+                if _deliberately_in_training(before, receiver):
                     continue
                 if "backward" in kinds and reason != "after-training":
                     continue  # a training function: its no_grad blocks are bookkeeping
-                local = _is_local(func, receiver)
-                if not local:
+                if not _made_here(ctx, func, receiver, origin):
                     if receiver in evaluated_anywhere or receiver.split(".")[-1] in evaluated_anywhere:
                         continue  # eval() elsewhere on this model (a caller, a setup method)
                     callers = flow.callers(func.name) if func is not ctx.tree else []
@@ -132,38 +129,14 @@ def _self_attr_call(call: ast.Call) -> bool:
     return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self"
 
 
-def _is_model(ctx, func, receiver: str) -> bool:
-    last = receiver.rsplit(".", 1)[-1]
-    if MODEL_NAME_RE.search(last):
-        return True
-    for node in ast.walk(func):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            if any(chain_root(t) == receiver for t in node.targets):
-                name = ctx.qualname(node.value.func) or ""
-                if name.rsplit(".", 1)[-1] in ctx.module_classes or name.startswith(("torchvision.models.", "timm.create_model")):
-                    return True
-    return False
-
-
-def _is_local(func, receiver: str) -> bool:
-    head = receiver.split(".")[0]
-    if head == "self":
-        return False
-    if isinstance(func, ast.Module):
-        return True
-    params = {a.arg for a in [*func.args.args, *func.args.kwonlyargs, *func.args.posonlyargs]}
-    if head in params:
-        return False
-    return any(
-        isinstance(n, ast.Name) and n.id == head and isinstance(n.ctx, ast.Store) for n in ast.walk(func)
-    )
-
-
-def _assigned_with_eval(func, receiver: str) -> bool:
-    for node in ast.walk(func):
-        if isinstance(node, ast.Assign) and any(chain_root(t) == receiver for t in node.targets):
-            if any(isinstance(n, ast.Attribute) and n.attr == "eval" for n in ast.walk(node.value)):
-                return True
+def _deliberately_in_training(before: list, receiver: str) -> bool:
+    """`model.train()` with no backward() after it, then a no_grad forward: BatchNorm
+    recalibration (swa_utils.update_bn) or Monte-Carlo dropout, on purpose."""
+    for event in reversed(before):
+        if event.kind == "backward":
+            return False
+        if event.kind == "train" and related(event.receiver, receiver):
+            return True
     return False
 
 
@@ -182,26 +155,29 @@ def _evaluated_receivers(ctx) -> set[str]:
     return found
 
 
-def _already_eval_names(ctx) -> set[str]:
-    """Names bound to models that load in eval mode (Hugging Face from_pretrained, TorchScript)."""
-    names = set()
-    for node, _ in ctx.assigns:
-        if isinstance(node.value, ast.Call):
-            callee = ctx.qualname(node.value.func) or ""
-            if any(callee.endswith(source) for source in ALREADY_EVAL_SOURCES):
-                for target in node.targets:
-                    root = chain_root(target)
-                    if root:
-                        names.add(root.rsplit(".", 1)[-1])
-    return names
+def _made_here(ctx, func, receiver: str, origin: str | None) -> bool:
+    """The function constructs or loads (load_state_dict) the model itself: its mode is its job."""
+    if origin == "built":
+        return True
+    own = None if isinstance(func, ast.Module) else func
+    return any(
+        isinstance(site.node.func, ast.Attribute)
+        and site.node.func.attr == "load_state_dict"
+        and chain_root(site.node.func.value) == receiver
+        for site in ctx.calls_in(own)
+    )
 
 
 def _caller_builds_model_without_eval(flow, func, receiver, caller, call) -> bool:
-    """The caller passes a model it made itself (local) and never switched it to eval first."""
+    """The caller passes a model it made itself and never switched it to eval first."""
+    ctx = flow.ctx
     argument = argument_map(func, call).get(receiver.split(".")[0])
-    if argument is None or not _is_local(caller, argument):
+    if argument is None:
+        return False
+    origin = model_origin(ctx, caller, argument)
+    if origin == "eval" or not _made_here(ctx, caller, argument, origin):
         return False
     return not any(
         e.kind == "eval" and related(e.receiver, argument) and (e.node.lineno, e.node.col_offset) < (call.lineno, call.col_offset)
         for e in flow.events(caller)
-    ) and not _assigned_with_eval(caller, argument)
+    )

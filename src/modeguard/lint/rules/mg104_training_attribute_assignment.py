@@ -1,5 +1,7 @@
 import ast
 
+from modeguard.lint.flow import chain_root
+from modeguard.lint.models import looks_like_model
 from modeguard.lint.rule import Rule
 
 MODULE_ITERATORS = ("modules", "named_modules", "children", "named_children")
@@ -19,6 +21,8 @@ class TrainingAttributeAssignment(Rule):
         "class Runner:\n    def predict(self, x):\n        self.net.training = False\n        return self.net(x)\n",
     )
     valid = (
+        "class Trainer:\n    def fit(self):\n        self.training = True  # a state flag, not nn.Module.training\n",
+        "trainer.training = False\n",
         "class M(nn.Module):\n    def train(self, mode=True):\n        super().train(mode)\n        self.backbone.training = False\n        return self\n",
         "for m in model.modules():\n    m.training = False\n",
         "model.eval()\n",
@@ -37,6 +41,8 @@ class TrainingAttributeAssignment(Rule):
                     continue
                 if isinstance(target.value, ast.Name) and target.value.id in loop_targets:
                     continue  # for m in model.modules(): m.training = ... reaches every module
+                if not _is_module(ctx, scope, target.value):
+                    continue  # e.g. Lightning's Trainer.training is a state flag, not a module
                 method = "train()" if assign.value.value else "eval()"
                 yield self.finding(
                     ctx,
@@ -44,6 +50,15 @@ class TrainingAttributeAssignment(Rule):
                     f"assigning .training = {assign.value.value} does not reach the submodules",
                     f"call .{method} (it recurses), or loop over .modules()",
                 )
+
+
+def _is_module(ctx, scope, receiver_node) -> bool:
+    receiver = chain_root(receiver_node)
+    if receiver is None:
+        return False
+    if receiver == "self":
+        return ctx.is_module_class(scope.cls)
+    return looks_like_model(ctx, scope.func, receiver)
 
 
 def _module_loop_targets(ctx) -> set[str]:

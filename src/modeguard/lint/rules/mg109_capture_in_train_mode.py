@@ -1,7 +1,7 @@
 import ast
-import re
 
 from modeguard.lint.flow import FlowIndex, chain_root, related
+from modeguard.lint.models import model_origin
 from modeguard.lint.rule import Rule
 
 CAPTURES = {
@@ -12,9 +12,6 @@ CAPTURES = {
     "torch.quantization.fuse_modules": "fuse_modules",
     "torch.ao.quantization.quantize_fx.prepare_fx": "prepare_fx",
 }
-
-
-MODEL_CONSTRUCTOR_RE = re.compile(r"^((?=[A-Z])\w*(Net|Model|Former|Transformer|Classifier|Encoder)\w*|resnet\d+|create_model|vgg\d+|mobilenet\w*|efficientnet\w*)$")
 
 
 class CaptureInTrainMode(Rule):
@@ -50,7 +47,7 @@ class CaptureInTrainMode(Rule):
             receiver = chain_root(target)
             func = site.scope.func
             scope_node = func if func is not None else ctx.tree
-            if receiver is None or not _created_here(ctx, scope_node, receiver):
+            if receiver is None or model_origin(ctx, func, receiver) != "built":
                 continue  # passed in: the caller decides the mode
             position = (site.node.lineno, site.node.col_offset)
             events = flow.events(scope_node)
@@ -66,14 +63,3 @@ class CaptureInTrainMode(Rule):
                 "the captured graph keeps training-mode Dropout/BatchNorm",
                 f"call {receiver}.eval() before {what}",
             )
-
-
-def _created_here(ctx, scope_node, receiver: str) -> bool:
-    for node in ast.walk(scope_node):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            if any(chain_root(t) == receiver for t in node.targets):
-                if any(isinstance(n, ast.Attribute) and n.attr in ("eval", "from_pretrained") for n in ast.walk(node.value)):
-                    return False  # model = Net().eval(); from_pretrained returns eval mode
-                callee = (ctx.qualname(node.value.func) or "").rsplit(".", 1)[-1]
-                return callee in ctx.module_classes or MODEL_CONSTRUCTOR_RE.search(callee) is not None
-    return False
