@@ -9,7 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from modeguard.errors import InputError, ModeError, ModeguardError, ModelCallError, TorchMissingError
+from modeguard.errors import (
+    InputError,
+    ModeError,
+    ModeguardError,
+    ModelCallError,
+    ModeWarning,
+    TorchMissingError,
+)
 from modeguard.findings import Finding, Severity
 
 __version__ = "0.1.0"
@@ -17,6 +24,12 @@ __version__ = "0.1.0"
 _RUNTIME_API = {
     "audit": "modeguard.runtime.audit",
     "AuditReport": "modeguard.runtime.report",
+    "evaluating": "modeguard.runtime.modes",
+    "training": "modeguard.runtime.modes",
+    "guard": "modeguard.runtime.guard",
+    "mc_dropout": "modeguard.runtime.mc_dropout",
+    "predict_mc": "modeguard.runtime.mc_dropout",
+    "measure_inference": "modeguard.runtime.efficiency",
 }
 
 __all__ = [
@@ -25,6 +38,7 @@ __all__ = [
     "ModeError",
     "ModeguardError",
     "ModelCallError",
+    "ModeWarning",
     "Severity",
     "TorchMissingError",
     *_RUNTIME_API,

@@ -59,6 +59,7 @@ def audit(
     format: AuditFormat = typer.Option(AuditFormat.text, "--format", help="text or json"),
     seed: int = typer.Option(0, help="seed for the random example input and the audit's passes"),
     ignore: List[str] = typer.Option([], help="finding codes or prefixes to leave out (repeatable)"),
+    efficiency: bool = typer.Option(False, "--efficiency", help="also measure what eval + no_grad save"),
     debug: bool = typer.Option(False, help="show tracebacks"),
 ) -> None:
     """Audit a live model: which layers make its predictions depend on train/eval mode."""
@@ -66,19 +67,24 @@ def audit(
         from modeguard._lazy import require_torch
 
         require_torch("modeguard audit")
-        report = _run_audit(spec, input_shape, input, weights, seed, ignore)
+        report, cost = _run_audit(spec, input_shape, input, weights, seed, ignore, efficiency)
     except ModeguardError as exc:
         if debug:
             raise
         fail(str(exc))
     if format is AuditFormat.json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        data = report.to_dict()
+        if cost is not None:
+            data["efficiency"] = cost.to_dict()
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     else:
         Console().print(report)
+        if cost is not None:
+            Console().print(cost)
     raise typer.Exit(1 if report.errors else 0)
 
 
-def _run_audit(spec, input_shape, input_file, weights, seed, ignore):
+def _run_audit(spec, input_shape, input_file, weights, seed, ignore, efficiency):
     import torch
 
     from modeguard.errors import InputError, ModelCallError
@@ -104,7 +110,12 @@ def _run_audit(spec, input_shape, input_file, weights, seed, ignore):
     except ModelCallError as exc:
         raise InputError(f"{exc} (is the example input of the right shape?)") from exc
     report.findings[:0] = [f for f in extra if not any(f.code.startswith(c.upper()) for c in ignore)]
-    return report
+    cost = None
+    if efficiency:
+        from modeguard.runtime.efficiency import measure_inference
+
+        cost = measure_inference(model, example)
+    return report, cost
 
 
 class OutputFormat(str, Enum):

@@ -22,3 +22,7 @@ class ModelCallError(ModeguardError, RuntimeError):
 
 class ModeError(ModeguardError, ValueError):
     """A model is about to run in a mode that cannot work (raised by the runtime guard)."""
+
+
+class ModeWarning(UserWarning):
+    """A model ran in a mode that is probably not what was meant (issued by the runtime guard)."""

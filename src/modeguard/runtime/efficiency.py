@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import statistics
 import time
 from dataclasses import dataclass
@@ -66,12 +68,18 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
-def _saved_bytes(fn) -> tuple[Any, int]:
+def _saved_bytes(fn, model: nn.Module) -> tuple[Any, int]:
+    """Bytes of the distinct activations autograd keeps for backward (weights, saved by
+    reference, are not counted)."""
+    seen = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     total = 0
 
     def pack(tensor):
         nonlocal total
-        total += tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -89,7 +97,18 @@ def _rss_peak_bytes() -> int | None:
     return None
 
 
+def _release_freed_memory() -> None:
+    """Hand memory freed by earlier passes back to the OS (glibc keeps it otherwise), so the
+    next pass's resident-set growth is its own."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_rss_peak() -> bool:
+    _release_freed_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak resident set
         return True
@@ -127,12 +146,12 @@ def measure_inference(model: nn.Module, example_input: Any, *, repeats: int = 10
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats(device)
                     before = torch.cuda.memory_allocated(device)
-                    out, saved = _saved_bytes(lambda: call_model(model, x))
+                    out, saved = _saved_bytes(lambda: call_model(model, x), model)
                     peak = torch.cuda.max_memory_allocated(device) - before
                 else:
                     resettable = _reset_rss_peak()
                     before = _rss_peak_bytes()
-                    out, saved = _saved_bytes(lambda: call_model(model, x))
+                    out, saved = _saved_bytes(lambda: call_model(model, x), model)
                     after = _rss_peak_bytes()
                     peak = after - before if resettable and before is not None and after is not None else None
                 del out

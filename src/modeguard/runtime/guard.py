@@ -13,16 +13,12 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from modeguard.errors import InputError, ModeError
+from modeguard.errors import InputError, ModeError, ModeWarning
 from modeguard.runtime.inventory import is_batchnorm
 from modeguard.runtime.structure import contains_mode_sensitive
 
 logger = logging.getLogger("modeguard")
 _LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) for m in (torch, sys.modules["modeguard"]))
-
-
-class ModeWarning(UserWarning):
-    """A model ran in a mode that is probably not what was meant."""
 
 
 def _call_site() -> str:
