@@ -30,6 +30,11 @@ _RUNTIME_API = {
     "mc_dropout": "modeguard.runtime.mc_dropout",
     "predict_mc": "modeguard.runtime.mc_dropout",
     "measure_inference": "modeguard.runtime.efficiency",
+    "recalibrate_bn": "modeguard.runtime.batchnorm",
+    "freeze_bn": "modeguard.runtime.batchnorm",
+    "unfreeze_bn": "modeguard.runtime.batchnorm",
+    "bn_health": "modeguard.runtime.batchnorm",
+    "check_buffers_synced": "modeguard.runtime.batchnorm",
 }
 
 __all__ = [

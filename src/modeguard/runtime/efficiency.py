@@ -17,7 +17,7 @@ from torch import nn
 
 from modeguard.errors import InputError
 from modeguard.runtime.state import preserved
-from modeguard.runtime.trees import call_model, leaves, to_device
+from modeguard.runtime.trees import call_model, to_device
 
 CONFIGS = (
     ("train", "grad", True, contextlib.nullcontext),

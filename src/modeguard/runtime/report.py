@@ -90,7 +90,7 @@ class AuditReport:
         if self.divergence:
             yield _divergence_table(self.divergence)
         if self.batchnorm:
-            yield _batchnorm_table(self.batchnorm)
+            yield batchnorm_table(self.batchnorm)
         yield findings_table(self.findings)
 
     def __str__(self) -> str:
@@ -134,7 +134,7 @@ def _divergence_table(divergence: list[ModuleDivergence], limit: int = 12) -> Ta
     return table
 
 
-def _batchnorm_table(health: list[BatchNormHealth], limit: int = 12) -> Table:
+def batchnorm_table(health: list[BatchNormHealth], limit: int = 12) -> Table:
     table = Table(title="BatchNorm health", title_justify="left")
     for column in ("layer", "momentum", "tracked batches", "calibrated", "mean shift", "var ratio"):
         table.add_column(column)
