@@ -60,6 +60,7 @@ def audit(
     seed: int = typer.Option(0, help="seed for the random example input and the audit's passes"),
     ignore: List[str] = typer.Option([], help="finding codes or prefixes to leave out (repeatable)"),
     efficiency: bool = typer.Option(False, "--efficiency", help="also measure what eval + no_grad save"),
+    html: Optional[str] = typer.Option(None, "--html", help="also write a self-contained HTML report to this file"),
     debug: bool = typer.Option(False, help="show tracebacks"),
 ) -> None:
     """Audit a live model: which layers make its predictions depend on train/eval mode."""
@@ -72,6 +73,13 @@ def audit(
         if debug:
             raise
         fail(str(exc))
+    if html:
+        from pathlib import Path
+
+        try:
+            Path(html).write_text(report.to_html(), encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {html}: {exc.strerror}")
     if format is AuditFormat.json:
         data = report.to_dict()
         if cost is not None:

@@ -21,11 +21,7 @@ from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules
 from modeguard.runtime.recorder import PassRecorder, output_print
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.state import preserved
-from modeguard.runtime.structure import (
-    contains_mode_sensitive,
-    mixed_mode_modules,
-    unreached_modules,
-)
+from modeguard.runtime.structure import mode_state_findings, unreached_modules
 from modeguard.runtime.trees import batch_size, call_model, leaves, take_sample, to_device
 
 SINGLE_VALUE_ERROR = "Expected more than 1 value per channel when training"
@@ -124,38 +120,7 @@ class _Auditor:
 
     # -- mode state -----------------------------------------------------------------------
     def check_structure(self, report: AuditReport) -> None:
-        root_mode = "training" if report.training else "eval"
-        for name, module in mixed_mode_modules(self.model):
-            mode = "training" if module.training else "eval"
-            sensitive = contains_mode_sensitive(module)
-            # A submodule left in training under an eval root drops/normalizes at inference:
-            # a bug. A frozen (eval) submodule under a training root is often intentional.
-            severity = "warning" if module.training and sensitive else "info"
-            self.add(
-                "MG203",
-                severity,
-                f"{type(module).__name__} is in {mode} mode while the model is in {root_mode} mode",
-                "call model.eval()/model.train() on the root after changing submodule modes, or "
-                "keep the mixed mode only where intended (a frozen backbone)",
-                name,
-            )
-        for item in unreached_modules(self.model):
-            if item.registered_elsewhere:
-                continue  # an alias of a registered module: eval() reaches it anyway
-            severity = "error" if item.mode_sensitive else "warning"
-            effect = (
-                "its Dropout/BatchNorm layers stay in training mode after model.eval()"
-                if item.mode_sensitive
-                else "model.eval(), .to(), .parameters() and state_dict() do not include it"
-            )
-            self.add(
-                "MG204",
-                severity,
-                f"{item.type_name} kept in a plain Python container is not a registered "
-                f"submodule: {effect}",
-                "wrap the container in nn.ModuleList / nn.ModuleDict (or nn.Sequential)",
-                item.path,
-            )
+        self.findings.extend(mode_state_findings(self.model))
         for item in (m for m in report.mode_sensitive if m.kind == "custom"):
             self.add(
                 "MG210",

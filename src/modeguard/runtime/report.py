@@ -73,6 +73,17 @@ class AuditReport:
             "batchnorm": [h.to_dict() for h in self.batchnorm],
         }
 
+    def _repr_html_(self) -> str:
+        from modeguard.runtime.html import render_fragment
+
+        return render_fragment(self)
+
+    def to_html(self) -> str:
+        """A self-contained HTML document (no network, no scripts)."""
+        from modeguard.runtime.html import render_html
+
+        return render_html(self)
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         mode = "training" if self.training else "eval"
         yield Text.assemble(

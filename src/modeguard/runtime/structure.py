@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from modeguard.findings import Finding, Severity
 from modeguard.runtime.inventory import describe
 
 
@@ -70,3 +71,43 @@ def _modules_in_container(value: object, path: str, depth: int = 0):
             yield item_path, item
         else:
             yield from _modules_in_container(item, item_path, depth + 1)
+
+
+def mode_state_findings(model: nn.Module) -> list[Finding]:
+    """MG203 (submodules whose mode differs from the root's) and MG204 (modules in plain
+    containers that `.eval()` never reaches): what can be said without running the model."""
+    findings = []
+    root_mode = "training" if model.training else "eval"
+    for name, module in mixed_mode_modules(model):
+        mode = "training" if module.training else "eval"
+        # A submodule left in training under an eval root drops/normalizes at inference:
+        # a bug. A frozen (eval) submodule under a training root is often intentional.
+        severity = Severity.WARNING if module.training and contains_mode_sensitive(module) else Severity.INFO
+        findings.append(
+            Finding(
+                "MG203",
+                severity,
+                f"{type(module).__name__} is in {mode} mode while the model is in {root_mode} mode",
+                "call model.eval()/model.train() on the root after changing submodule modes, or "
+                "keep the mixed mode only where intended (a frozen backbone)",
+                name,
+            )
+        )
+    for item in unreached_modules(model):
+        if item.registered_elsewhere:
+            continue  # an alias of a registered module: eval() reaches it anyway
+        effect = (
+            "its Dropout/BatchNorm layers stay in training mode after model.eval()"
+            if item.mode_sensitive
+            else "model.eval(), .to(), .parameters() and state_dict() do not include it"
+        )
+        findings.append(
+            Finding(
+                "MG204",
+                Severity.ERROR if item.mode_sensitive else Severity.WARNING,
+                f"{item.type_name} kept in a plain Python container is not a registered submodule: {effect}",
+                "wrap the container in nn.ModuleList / nn.ModuleDict (or nn.Sequential)",
+                item.path,
+            )
+        )
+    return findings

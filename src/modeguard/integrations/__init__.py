@@ -1,0 +1,1 @@
+"""Integrations with frameworks: import each module only where its framework is installed."""
