@@ -7,18 +7,16 @@ Writes benchmarks/results/audit_cost.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import timm
 import torch
 import torchvision
 from rich.console import Console
-from rich.table import Table
 
 from modeguard import audit
+from _results import save, table as results_table
 
 MODELS = {
     "resnet50": lambda: torchvision.models.resnet50(weights=None),
@@ -59,18 +57,14 @@ def main() -> None:
                 "ratio": audit_time / forward,
             }
         )
-    table = Table(title=f"audit cost vs one eval forward (no_grad), torch {torch.__version__}")
-    for column in ("model", "device", "batch", "forward (s)", "audit (s)", "audit / forward"):
-        table.add_column(column)
+    table = results_table(f"audit cost vs one eval forward (no_grad), torch {torch.__version__}", ("model", "device", "batch", "forward (s)", "audit (s)", "audit / forward"))
     for r in rows:
         table.add_row(
             r["model"], r["device"], str(r["batch"]), f"{r['forward_s']:.3f}",
             f"{r['audit_s']:.3f}", f"{r['ratio']:.2f}x",
         )
     Console().print(table)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "audit_cost.json").write_text(json.dumps(rows, indent=2))
+    save("audit_cost", rows)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ Usage: python benchmarks/bn_recalibration.py   (writes benchmarks/results/bn_rec
 from __future__ import annotations
 
 import copy
-import json
 import time
-from pathlib import Path
 
 import torch
 import torchvision
@@ -26,6 +24,8 @@ from rich.console import Console
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.optim.swa_utils import update_bn
+
+from _results import save, table as results_table
 
 import modeguard
 
@@ -82,12 +82,10 @@ def accuracy_part() -> dict:
     update_bn_stats(precise, batches, num_iters=len(batches))
     results = {"modeguard": errors(ours, reference), "swa_utils.update_bn": errors(swa, reference),
                "fvcore update_bn_stats": errors(precise, reference)}
-    from rich.table import Table
-
-    table = Table(title="1. accuracy of running statistics vs exact (batches 64,64,64,5; dropout between BatchNorms)")
-    table.add_column("layer")
-    for method in results:
-        table.add_column(f"{method}\nmean err (std) / var err (rel)")
+    table = results_table(
+        "1. accuracy of running statistics vs exact (batches 64,64,64,5; dropout between BatchNorms)",
+        ["layer", *(f"{method}\nmean err (std) / var err (rel)" for method in results)],
+    )
     for name, _ in batchnorms(base):
         table.add_row(name, *[f"{results[m][name][0]:.2e} / {results[m][name][1]:.2e}" for m in results])
     console.print(table)
@@ -116,11 +114,7 @@ def timing_part(batches: int = 16, batch_size: int = 8) -> dict:
         "modeguard": run(lambda m: modeguard.recalibrate_bn(m, data, progress=False)),
         "fvcore update_bn_stats": run(fvcore_run),
     }
-    from rich.table import Table
-
-    table = Table(title=f"2. time, resnet50 on CPU, {batches} batches of {batch_size}")
-    for column in ("method", "seconds", "vs update_bn"):
-        table.add_column(column)
+    table = results_table(f"2. time, resnet50 on CPU, {batches} batches of {batch_size}", ("method", "seconds", "vs update_bn"))
     for method, seconds in times.items():
         table.add_row(method, f"{seconds:.2f}", f"{seconds / times['swa_utils.update_bn']:.2f}x")
     console.print(table)
@@ -179,11 +173,7 @@ def digits_part() -> dict:
         single_eval = float(torch.tensor([model(x[i : i + 1]).argmax(1).item() == y[i].item() for i in test]).float().mean())
     results["clean, batch of 1, training mode"] = single_train
     results["clean, batch of 1, eval mode"] = single_eval
-    from rich.table import Table
-
-    table = Table(title=f"3. digits CNN (BatchNorm + Dropout), {len(test)} test images")
-    table.add_column("setting")
-    table.add_column("accuracy")
+    table = results_table(f"3. digits CNN (BatchNorm + Dropout), {len(test)} test images", ("setting", "accuracy"))
     for name, acc in results.items():
         table.add_row(name, f"{acc:.1%}")
     console.print(table)
@@ -192,9 +182,7 @@ def digits_part() -> dict:
 
 def main() -> None:
     results = {"accuracy": accuracy_part(), "time": timing_part(), "digits": digits_part()}
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bn_recalibration.json").write_text(json.dumps(results, indent=2))
+    save("bn_recalibration", results)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,15 @@ guard side by side (interleaved rounds, medians). Writes benchmarks/results/guar
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torchvision
 from rich.console import Console
-from rich.table import Table
 
 import modeguard
+from _results import save, table as results_table
 
 ROUNDS = 30
 CALLS = 20
@@ -47,18 +45,14 @@ def main() -> None:
     model.train()
     xb = torch.randn(2, 3, 224, 224)  # training needs >= 2 samples per BatchNorm channel
     rows.append(("train, grad (batch 2, BatchNorm checks on)", *measure(model, xb)))
-    table = Table(title=f"guard overhead, resnet18 on CPU (torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    for column in ("setting", "plain (ms)", "guarded (ms)", "overhead"):
-        table.add_column(column)
+    table = results_table(f"guard overhead, resnet18 on CPU (torch {torch.__version__}, {torch.get_num_threads()} threads)", ("setting", "plain (ms)", "guarded (ms)", "overhead"))
     results = []
     for name, plain, guarded in rows:
         overhead = guarded / plain - 1
         table.add_row(name, f"{1000 * plain:.3f}", f"{1000 * guarded:.3f}", f"{100 * overhead:+.2f}%")
         results.append({"setting": name, "plain_s": plain, "guarded_s": guarded, "overhead": overhead})
     Console().print(table)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "guard_overhead.json").write_text(json.dumps(results, indent=2))
+    save("guard_overhead", results)
 
 
 if __name__ == "__main__":

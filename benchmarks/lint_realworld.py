@@ -8,15 +8,14 @@ Usage: python benchmarks/lint_realworld.py
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from modeguard.lint.engine import Selection
 from modeguard.lint.files import discover
 from modeguard.lint.runner import lint_paths
+from _results import save, table as results_table
 
 PACKAGES = ("torchvision", "timm", "transformers", "lightning")
 
@@ -24,9 +23,7 @@ PACKAGES = ("torchvision", "timm", "transformers", "lightning")
 def main() -> None:
     console = Console(highlight=False)
     selection = Selection.from_options()
-    table = Table(title="modeguard check on real-world sources (default rules)")
-    for column in ("package", "files", "lines", "findings", "per 1k lines"):
-        table.add_column(column)
+    table = results_table("modeguard check on real-world sources (default rules)", ("package", "files", "lines", "findings", "per 1k lines"))
     results = []
     for name in PACKAGES:
         root = Path(importlib.import_module(name).__file__).parent
@@ -51,9 +48,7 @@ def main() -> None:
             }
         )
     console.print(table)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "lint_realworld.json").write_text(json.dumps(results, indent=2))
+    save("lint_realworld", results)
 
 
 if __name__ == "__main__":

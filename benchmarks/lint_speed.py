@@ -7,7 +7,6 @@ benchmarks/results/lint_speed.json. Usage: python benchmarks/lint_speed.py
 from __future__ import annotations
 
 import ast
-import json
 import os
 import shutil
 import statistics
@@ -20,11 +19,11 @@ from pathlib import Path
 import timm
 import torchvision
 from rich.console import Console
-from rich.table import Table
 
 from modeguard.lint.engine import Selection
 from modeguard.lint.files import discover
 from modeguard.lint.runner import lint_paths
+from _results import save, table as results_table
 
 REPEATS = 3
 
@@ -91,17 +90,11 @@ def main() -> None:
         ("TorchFix, 1 process", torchfix_single),
         (f"TorchFix, {cores} processes", torchfix_parallel),
     ]
-    table = Table(title=f"lint speed: {len(files)} files, {lines:,} lines (torchvision + timm)")
-    for column in ("run", "seconds", "vs bare ast.parse"):
-        table.add_column(column)
+    table = results_table(f"lint speed: {len(files)} files, {lines:,} lines (torchvision + timm)", ("run", "seconds", "vs bare ast.parse"))
     for name, seconds in rows:
         table.add_row(name, f"{seconds:.3f}", f"{seconds / parse:.2f}x")
     Console().print(table)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "lint_speed.json").write_text(
-        json.dumps({"files": len(files), "lines": lines, "cores": cores, "seconds": dict(rows)}, indent=2)
-    )
+    save("lint_speed", {"files": len(files), "lines": lines, "cores": cores, "seconds": dict(rows)})
 
 
 if __name__ == "__main__":
