@@ -58,6 +58,7 @@ def audit(
     weights: Optional[str] = typer.Option(None, help="a state_dict checkpoint (loaded with weights_only=True)"),
     format: AuditFormat = typer.Option(AuditFormat.text, "--format", help="text or json"),
     seed: int = typer.Option(0, help="seed for the random example input and the audit's passes"),
+    batch_dim: int = typer.Option(0, help="the input's batch dimension (1 for sequence-first models)"),
     ignore: List[str] = typer.Option([], help="finding codes or prefixes to leave out (repeatable)"),
     efficiency: bool = typer.Option(False, "--efficiency", help="also measure what eval + no_grad save"),
     html: Optional[str] = typer.Option(None, "--html", help="also write a self-contained HTML report to this file"),
@@ -68,7 +69,7 @@ def audit(
         from modeguard._lazy import require_torch
 
         require_torch("modeguard audit")
-        report, cost = _run_audit(spec, input_shape, input, weights, seed, ignore, efficiency)
+        report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, ignore, efficiency)
     except ModeguardError as exc:
         if debug:
             raise
@@ -92,7 +93,7 @@ def audit(
     raise typer.Exit(1 if report.errors else 0)
 
 
-def _run_audit(spec, input_shape, input_file, weights, seed, ignore, efficiency):
+def _run_audit(spec, input_shape, input_file, weights, seed, batch_dim, ignore, efficiency):
     import torch
 
     from modeguard.errors import InputError, ModelCallError
@@ -114,7 +115,7 @@ def _run_audit(spec, input_shape, input_file, weights, seed, ignore, efficiency)
             raise InputError(f"{name} gave no example input: pass --input-shape or --input")
         example = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     try:
-        report = run_audit(model, example, seed=seed, ignore=ignore, name=name)
+        report = run_audit(model, example, seed=seed, batch_dim=batch_dim, ignore=ignore, name=name)
     except ModelCallError as exc:
         raise InputError(f"{exc} (is the example input of the right shape?)") from exc
     report.findings[:0] = [f for f in extra if not any(f.code.startswith(c.upper()) for c in ignore)]

@@ -283,3 +283,13 @@ def test_low_precision_models():
         assert report.dtype == str(dtype).removeprefix("torch.")
         assert report.deterministic and report.batch_independent
         assert not report.errors
+
+
+def test_batch_dim_for_sequence_first_inputs():
+    # nn.TransformerEncoder without batch_first: inputs are (sequence, batch, features)
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.1)
+    model = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False).eval()
+    x = torch.randn(5, 3, 8)
+    assert audit(model, x, batch_dim=1).batch_independent is True
+    # with the wrong batch dim, "samples" are sequence positions, which attention mixes
+    assert audit(model, x, batch_dim=0).batch_independent is False

@@ -22,7 +22,7 @@ from modeguard.runtime.recorder import PassRecorder, output_print
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.state import preserved
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
-from modeguard.runtime.trees import batch_size, call_model, leaves, take_sample, to_device
+from modeguard.runtime.trees import batch_size, call_model, leaves, sample_of, take_sample, to_device
 
 SINGLE_VALUE_ERROR = "Expected more than 1 value per channel when training"
 # Train-vs-eval disagreement that means the eval predictions differ in kind, not in detail.
@@ -43,7 +43,8 @@ def audit(
     """Explain how `model`'s predictions depend on train/eval mode.
 
     `example_input` is a tensor, a tuple of positional arguments or a dict of keyword
-    arguments. The model is left bit-for-bit as it was: parameters, buffers, every
+    arguments; `batch_dim` is where its samples are stacked (1 for sequence-first inputs), and
+    up to `max_samples` of them are each compared alone against the batch. The model is left bit-for-bit as it was: parameters, buffers, every
     submodule's mode, `requires_grad`, hooks and the RNG states are restored.
     """
     if not isinstance(model, nn.Module):
@@ -260,25 +261,26 @@ class _Auditor:
         return _innermost(random_ones)
 
     def check_batch_independence(self, eval_out, report: AuditReport) -> None:
-        size = batch_size(self.x) if self.batch_dim == 0 else None
+        dim = self.batch_dim
+        size = batch_size(self.x, dim)
         if size is None or size < 2:
             return
         indices = sorted({round(i * (size - 1) / max(self.max_samples - 1, 1)) for i in range(min(size, self.max_samples))})
-        batched = {p: t for p, t in leaves(eval_out) if t.dim() and t.shape[0] == size}
+        batched = dict(leaves(eval_out))
         for index in indices:
             self.model.eval()
             torch.manual_seed(self.seed)
             try:
-                alone = dict(leaves(call_model(self.model, take_sample(self.x, index, size))))
+                alone = dict(leaves(call_model(self.model, take_sample(self.x, index, size, dim))))
             except Exception as exc:  # noqa: BLE001 - a sample that fails alone is the finding
                 report.batch_independent = False
                 self.blame_batch_mixing(index, size, f"raises alone ({_one_line(exc)})")
                 return
             worst = max(
                 (
-                    leaf_difference(p, t[index : index + 1], alone[p]).rel
+                    leaf_difference(p, sample, alone[p]).rel
                     for p, t in batched.items()
-                    if p in alone
+                    if p in alone and (sample := sample_of(t, index, size, dim)) is not None
                 ),
                 default=0.0,
             )
@@ -289,13 +291,13 @@ class _Auditor:
         report.batch_independent = True
 
     def blame_batch_mixing(self, index: int, size: int, symptom: str) -> None:
-        batched = PassRecorder(self.model, sample=(index, size, 0))
+        batched = PassRecorder(self.model, sample=(index, size, self.batch_dim))
         self.forward(False, batched)
         alone = PassRecorder(self.model)
         self.model.eval()
         try:
             with alone.recording():
-                call_model(self.model, take_sample(self.x, index, size))
+                call_model(self.model, take_sample(self.x, index, size, self.batch_dim))
             sources = _sources_of_change(batched, alone, self.rtol * 100)
         except Exception:  # noqa: BLE001 - blame the innermost module that did not return
             sources = _innermost([n for n, c in alone.calls.items() if c.output_print is None])

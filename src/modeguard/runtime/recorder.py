@@ -13,7 +13,7 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from modeguard.runtime.batchnorm_health import ChannelStats
 from modeguard.runtime.compare import fingerprint
 from modeguard.runtime.inventory import describe
-from modeguard.runtime.trees import leaves, map_tensors
+from modeguard.runtime.trees import leaves, map_tensors, sample_of
 
 
 @dataclass
@@ -66,10 +66,7 @@ class PassRecorder:
     def _select(self, t: torch.Tensor) -> torch.Tensor | None:
         if self.sample is None:
             return t
-        index, size, dim = self.sample
-        if t.dim() > dim and t.shape[dim] == size:
-            return t.narrow(dim, index, 1)
-        return None
+        return sample_of(t, *self.sample)
 
     @contextmanager
     def recording(self) -> Iterator["PassRecorder"]:

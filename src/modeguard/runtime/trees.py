@@ -47,15 +47,20 @@ def leaves(obj: Any, path: str = "output") -> Iterator[tuple[str, torch.Tensor]]
             yield from leaves(getattr(obj, f.name), f"{path}.{f.name}")
 
 
-def batch_size(example_input: Any) -> int | None:
-    """The leading size shared by the input tensors, or None when there is none."""
-    sizes = {t.shape[0] for _, t in leaves(example_input, "input") if t.dim() > 0}
+def batch_size(example_input: Any, dim: int = 0) -> int | None:
+    """The size along `dim` shared by the input tensors, or None when there is none."""
+    sizes = {t.shape[dim] for _, t in leaves(example_input, "input") if t.dim() > dim}
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def take_sample(obj: Any, index: int, size: int) -> Any:
-    """Slice sample `index` (kept as a batch of one) out of every tensor whose leading dim is `size`."""
-    return map_tensors(obj, lambda t: t[index : index + 1] if t.dim() and t.shape[0] == size else t)
+def sample_of(t: torch.Tensor, index: int, size: int, dim: int = 0) -> torch.Tensor | None:
+    """Sample `index` of a batched tensor (kept as a batch of one), or None if not batched."""
+    return t.narrow(dim, index, 1) if t.dim() > dim and t.shape[dim] == size else None
+
+
+def take_sample(obj: Any, index: int, size: int, dim: int = 0) -> Any:
+    """Slice sample `index` out of every tensor batched along `dim` with `size`."""
+    return map_tensors(obj, lambda t: s if (s := sample_of(t, index, size, dim)) is not None else t)
 
 
 def to_device(obj: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
