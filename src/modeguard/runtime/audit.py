@@ -83,6 +83,9 @@ class _Auditor:
     def add(self, code, severity, message, fix="", module=None, **data) -> None:
         self.findings.append(Finding(code, Severity(severity), message, fix, module, data=data))
 
+    def module_named(self, name: str) -> nn.Module:
+        return self.model if name == "<root>" else self.model.get_submodule(name)
+
     def forward(self, training: bool, recorder: PassRecorder | None = None, seed_offset: int = 0):
         self.model.train(training)
         torch.manual_seed(self.seed + seed_offset)
@@ -203,33 +206,7 @@ class _Auditor:
         unreached = {item.path: item for item in unreached_modules(self.model)}
         unreached_ids = {id(m) for item in unreached.values() for m in item.module.modules()}
         for source in sources or [None]:
-            built = sorted(
-                {
-                    s.type_name
-                    for s in first.strays
-                    if s.inside == source and s.training and s.mode_sensitive
-                    and s.module_id not in unreached_ids
-                }
-            )
-            listed = [p for p in unreached if source and (source == "<root>" or p.startswith(source + "."))]
-            if built:
-                cause = (
-                    f"it constructs {', '.join(built)} inside forward(), in training mode, where "
-                    "model.eval() cannot reach"
-                )
-                fix = "create the layer in __init__ and call it in forward()"
-            elif listed:
-                cause = f"it calls modules kept in a plain container ({', '.join(listed)}) that model.eval() never reaches"
-                fix = "wrap the container in nn.ModuleList / nn.ModuleDict"
-            else:
-                cause = (
-                    "a random op ignores the mode: F.dropout without training=self.training, "
-                    "scaled_dot_product_attention with dropout_p in eval, or torch.rand* in forward"
-                )
-                fix = (
-                    "make it depend on self.training: F.dropout(x, p, self.training), "
-                    "dropout_p=p if self.training else 0.0"
-                )
+            cause, fix = _randomness_cause(source, first.strays, unreached, unreached_ids)
             where = "randomness first appears in this module: " if source else "no single module could be blamed; "
             self.add(
                 "MG201",
@@ -245,12 +222,11 @@ class _Auditor:
         """Innermost modules that give different outputs for the same input under two seeds."""
         recorder = PassRecorder(self.model, capture_inputs=candidates)
         self.forward(False, recorder)
-        modules = dict(self.model.named_modules())
         random_ones = []
         for name in candidates:
             if name not in recorder.captured:
                 continue
-            module = modules["" if name == "<root>" else name]
+            module = self.module_named(name)
             args, kwargs = recorder.captured[name]
             outputs = []
             for offset in (0, 1):
@@ -431,9 +407,8 @@ class _Auditor:
         return ModuleDivergence(item.name, item.kind, worst.max_abs, worst.rel)
 
     def attribute(self, sensitive: list[ModeSensitive], first: PassRecorder, report: AuditReport) -> None:
-        modules = dict(self.model.named_modules())
         for item in sensitive:
-            module = modules.get("" if item.name == "<root>" else item.name)
+            module = self.module_named(item.name)
             if item.name in first.channel_stats:
                 report.divergence.append(self.batchnorm_divergence(item, module, first.channel_stats[item.name]))
                 continue
@@ -442,6 +417,34 @@ class _Auditor:
                 continue  # never called on this input
             report.divergence.append(self.replayed_divergence(item, module, captured, first.calls[item.name]))
         report.divergence.sort(key=lambda d: -d.rel)
+
+
+def _randomness_cause(source, strays, unreached, unreached_ids) -> tuple[str, str]:
+    """Why `source` is random in eval mode, and the fix: a layer built inside forward(),
+    modules in a plain container, or a random op that ignores the mode."""
+    built = sorted(
+        {
+            s.type_name
+            for s in strays
+            if s.inside == source and s.training and s.mode_sensitive and s.module_id not in unreached_ids
+        }
+    )
+    if built:
+        return (
+            f"it constructs {', '.join(built)} inside forward(), in training mode, where model.eval() cannot reach",
+            "create the layer in __init__ and call it in forward()",
+        )
+    listed = [p for p in unreached if source and (source == "<root>" or p.startswith(source + "."))]
+    if listed:
+        return (
+            f"it calls modules kept in a plain container ({', '.join(listed)}) that model.eval() never reaches",
+            "wrap the container in nn.ModuleList / nn.ModuleDict",
+        )
+    return (
+        "a random op ignores the mode: F.dropout without training=self.training, "
+        "scaled_dot_product_attention with dropout_p in eval, or torch.rand* in forward",
+        "make it depend on self.training: F.dropout(x, p, self.training), dropout_p=p if self.training else 0.0",
+    )
 
 
 def _sources_of_change(a: PassRecorder, b: PassRecorder, rtol: float) -> list[str]:
