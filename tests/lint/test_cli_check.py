@@ -142,3 +142,12 @@ def test_ignore_noqa_shows_the_planted_bugs(tmp_path):
     assert check(cwd=tmp_path).returncode == 0
     shown = check("--ignore-noqa", "--output-format", "json", cwd=tmp_path)
     assert [f["code"] for f in json.loads(shown.stdout)] == ["MG105", "MG107", "MG102", "MG103", "MG101"]
+
+
+def test_statistics(tmp_path):
+    copy_example(tmp_path / "train.py")
+    result = check("--statistics", cwd=tmp_path)
+    assert result.returncode == 1
+    rows = [line.split() for line in result.stdout.splitlines() if "MG1" in line]
+    assert {row[1]: row[0] for row in rows} == {"MG101": "1", "MG102": "1", "MG103": "1", "MG105": "1", "MG107": "1"}
+    assert any(row[1] == "MG105" and row[-1] == "[*]" for row in rows)

@@ -1,7 +1,7 @@
 import ast
 
 from modeguard.lint.context import FUNCTIONAL, has_star_args, keyword
-from modeguard.lint.rule import Rule, insert_after
+from modeguard.lint.rule import Rule, insert_after, replace
 
 # name -> (default of `training`, index of `training` among the positional parameters)
 DROPOUTS = {
@@ -22,11 +22,14 @@ class FunctionalDropoutIgnoresMode(Rule):
         "`F.dropout` and `F.dropout1d/2d/3d` default to `training=True`: inside a module they keep "
         "dropping after `model.eval()`, so predictions are random. `F.alpha_dropout` and "
         "`F.feature_alpha_dropout` default to `training=False`: they never drop, even in "
-        "training. Pass the module's mode: `training=self.training`."
+        "training. A hard-coded `training=False` never drops either. Pass the module's mode: "
+        "`training=self.training`. A hard-coded `training=True` is left alone: it is how "
+        "Monte-Carlo dropout is written."
     )
     fixable = True
     triggers = ("dropout",)
     invalid = (
+        "class Head(nn.Module):\n    def forward(self, x):\n        return F.dropout(self.fc(x), 0.2, False)\n",
         "import torch.nn.functional as F\nclass Attention(nn.Module):\n    def forward(self, x):\n        attn = self.qk(x).softmax(-1)\n        attn = F.dropout(attn, 0.1)\n        return attn @ self.v(x)\n",
         "from torch.nn import functional as F\nclass Net(nn.Module):\n    def forward(self, x):\n        return F.alpha_dropout(self.fc(x), p=0.2)\n",
         "from torch.nn.functional import dropout2d\nclass Net(nn.Module):\n    def forward(self, x):\n        return dropout2d(self.conv(x), 0.1)\n",
@@ -48,8 +51,18 @@ class FunctionalDropoutIgnoresMode(Rule):
                 continue
             call = site.node
             default, index = DROPOUTS[name]
-            if keyword(call, "training") or len(call.args) > index or has_star_args(call):
+            given = keyword(call, "training")
+            flag = given.value if given else (call.args[index] if len(call.args) > index else None)
+            if isinstance(flag, ast.Constant) and flag.value is False:
+                # a hard-coded False never drops: the layer is dead in training too
+                yield self.finding(
+                    ctx, call, f"F.{name}(..., training=False) never drops, not even in training",
+                    "pass training=self.training",
+                    replace(flag, "self.training", "Pass training=self.training"),
+                )
                 continue
+            if flag is not None or has_star_args(call):
+                continue  # self.training, a variable, or True on purpose (Monte-Carlo dropout)
             if default:
                 message = f"F.{name} defaults to training=True: it keeps dropping after model.eval()"
             else:
