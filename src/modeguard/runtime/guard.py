@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from modeguard.errors import InputError, ModeError, ModeWarning
-from modeguard.runtime.inventory import is_batchnorm
+from modeguard.runtime.batchnorm_health import batchnorm_layers
 from modeguard.runtime.structure import contains_mode_sensitive
 
 logger = logging.getLogger("modeguard")
-_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) for m in (torch, sys.modules["modeguard"]))
+_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, sys.modules["modeguard"]))
 
 
 def _call_site() -> str:
@@ -38,7 +38,7 @@ class GuardHandle:
         self.reported: set[tuple[str, str]] = set()
         self.sensitive = contains_mode_sensitive(model)
         self.allowed = self._resolve(allow_eval)
-        self.batchnorms = [(name, m) for name, m in model.named_modules() if is_batchnorm(m)]
+        self.batchnorms = batchnorm_layers(model)
         self._bn_handles: list = []
         self._last_mode: bool | None = None
         self._handles = [
