@@ -1,0 +1,83 @@
+"""Extract the commits named in the corpus manifests from local git mirrors into `checkouts/`:
+the Python files and notebooks of each (repo, commit), one folder each. Third-party code stays
+out of the repository (`checkouts/` is git-ignored).
+
+Usage: python benchmarks/corpora/materialize.py [--mirror DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SUFFIXES = (".py", ".ipynb")
+
+
+def manifests() -> tuple[list[dict], dict]:
+    bugs = json.loads((HERE / "bugs.json").read_text()) if (HERE / "bugs.json").is_file() else []
+    maintained = json.loads((HERE / "maintained.json").read_text()) if (HERE / "maintained.json").is_file() else {"projects": [], "judgments": []}
+    return bugs, maintained
+
+
+def checkout_name(repo: str, commit: str) -> str:
+    return f"{repo.replace('/', '+')}@{commit[:12]}"
+
+
+def mirror_dir(mirror: Path, repo: str) -> Path | None:
+    base = mirror / repo.replace("/", "+")
+    for candidate in (base / "repo", base):
+        if (candidate / "HEAD").is_file() or (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def extract(git_dir: Path, commit: str, target: Path) -> int:
+    archive = subprocess.run(["git", f"--git-dir={git_dir}", "archive", "--format=tar", commit], capture_output=True, check=True).stdout
+    count = 0
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.endswith(SUFFIXES) and ".." not in Path(member.name).parts:
+                destination = target / member.name
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.write_bytes(tar.extractfile(member).read())
+                count += 1
+    (target / ".complete").write_text(commit + "\n")
+    return count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mirror", type=Path, default=Path("/work/.mirror"), help="folder of owner+name git mirrors")
+    parser.add_argument("--out", type=Path, default=HERE / "checkouts")
+    args = parser.parse_args()
+    bugs, maintained = manifests()
+    wanted = {(b["repo"], b["commit"]) for b in bugs} | {(p["repo"], p["commit"]) for p in maintained["projects"]}
+    missing = []
+    for repo, commit in sorted(wanted):
+        target = args.out / checkout_name(repo, commit)
+        if (target / ".complete").is_file():
+            continue
+        git_dir = mirror_dir(args.mirror, repo)
+        if git_dir is None:
+            missing.append(repo)
+            continue
+        try:
+            count = extract(git_dir, commit, target)
+        except subprocess.CalledProcessError as exc:
+            print(f"{repo}@{commit[:12]}: {exc.stderr.decode(errors='replace').strip()}", file=sys.stderr)
+            missing.append(repo)
+            continue
+        print(f"{repo}@{commit[:12]}: {count} files")
+    if missing:
+        print(f"no mirror or commit for {len(set(missing))} repositories: {', '.join(sorted(set(missing)))}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
