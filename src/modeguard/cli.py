@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sys
 from enum import Enum
 from typing import List, Optional
@@ -59,7 +59,7 @@ def audit(
     format: AuditFormat = typer.Option(AuditFormat.text, "--format", help="text or json"),
     seed: int = typer.Option(0, help="seed for the random example input and the audit's passes"),
     batch_dim: int = typer.Option(0, help="the input's batch dimension (1 for sequence-first models)"),
-    ignore: List[str] = typer.Option([], help="finding codes or prefixes to leave out (repeatable)"),
+    ignore: List[str] = typer.Option([], help="finding codes or prefixes to leave out (comma-separated, repeatable)"),
     efficiency: bool = typer.Option(False, "--efficiency", help="also measure what eval + no_grad save"),
     html: Optional[str] = typer.Option(None, "--html", help="also write a self-contained HTML report to this file"),
     debug: bool = typer.Option(False, help="show tracebacks"),
@@ -69,11 +69,17 @@ def audit(
         from modeguard._lazy import require_torch
 
         require_torch("modeguard audit")
-        report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, ignore, efficiency)
+        with contextlib.redirect_stdout(sys.stderr):  # the model's prints must not mix with the report
+            report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, _split(ignore), efficiency)
     except ModeguardError as exc:
         if debug:
             raise
         fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - anything unforeseen is still one line, not a traceback
+        if debug:
+            raise
+        lines = str(exc).strip().splitlines()
+        fail(f"{type(exc).__name__}: {lines[0] if lines else ''} (--debug shows the traceback)")
     if html:
         from pathlib import Path
 
@@ -82,10 +88,12 @@ def audit(
         except OSError as exc:
             fail(f"cannot write {html}: {exc.strerror}")
     if format is AuditFormat.json:
+        from modeguard.runtime.rendering import to_json
+
         data = report.to_dict()
         if cost is not None:
             data["efficiency"] = cost.to_dict()
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(to_json(data, indent=2) + "\n")
     else:
         Console().print(report)
         if cost is not None:
