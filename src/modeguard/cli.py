@@ -65,21 +65,29 @@ def audit(
     debug: bool = typer.Option(False, help="show tracebacks"),
 ) -> None:
     """Audit a live model: which layers make its predictions depend on train/eval mode."""
+    import io
+
+    printed = io.StringIO()
     try:
         from modeguard._lazy import require_torch
 
         require_torch("modeguard audit")
-        with contextlib.redirect_stdout(sys.stderr):  # the model's prints must not mix with the report
+        # What the user's code prints is held back: it goes to stderr before the report, never
+        # into stdout (--format json), and an error stays one line.
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
             report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, _split(ignore), efficiency)
     except ModeguardError as exc:
         if debug:
+            sys.stderr.write(printed.getvalue())
             raise
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - anything unforeseen is still one line, not a traceback
         if debug:
+            sys.stderr.write(printed.getvalue())
             raise
         lines = str(exc).strip().splitlines()
         fail(f"{type(exc).__name__}: {lines[0] if lines else ''} (--debug shows the traceback)")
+    sys.stderr.write(printed.getvalue())
     if html:
         from pathlib import Path
 

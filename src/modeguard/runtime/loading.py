@@ -213,7 +213,7 @@ def unwrap_state_dict(checkpoint: Any, model: nn.Module, path: str = "the checkp
     matched = [key for key in state if key in expected]
     if not matched:
         raise CheckpointError(
-            f"{path} matches none of the model's {len(expected)} keys: it has {len(state)} keys such as "
+            f"{path} matches none of the model's {len(expected)} keys: it has {len(state)} key(s) such as "
             f"{_some(list(state), 3)}; the model has keys such as {_some(list(expected), 3)}"
         )
     mismatched = [
@@ -241,19 +241,23 @@ def _find_state_dict(checkpoint: Any) -> dict | None:
 
 
 def _strip_wrapper_prefixes(state: dict, expected) -> dict:
+    """Of the ways to strip wrapper prefixes (nested ones too: DDP around torch.compile), the
+    one under which most keys match; no stripping when nothing improves."""
     expected = set(expected)
-
-    def matches(candidate: dict) -> int:
-        return sum(key in expected for key in candidate)
-
-    improved = True
-    while improved:
-        improved = False
-        for prefix in WRAPPER_PREFIXES:
-            stripped = {key.removeprefix(prefix): value for key, value in state.items()}
-            if len(stripped) == len(state) and matches(stripped) > matches(state):
-                state, improved = stripped, True
-    return state
+    best, best_matches = state, sum(key in expected for key in state)
+    frontier = [state]
+    for _ in WRAPPER_PREFIXES:  # at most one strip of each wrapper
+        frontier = [
+            {key.removeprefix(prefix): value for key, value in candidate.items()}
+            for candidate in frontier
+            for prefix in WRAPPER_PREFIXES
+            if any(key.startswith(prefix) for key in candidate)
+        ]
+        for candidate in frontier:
+            matches = sum(key in expected for key in candidate)
+            if len(candidate) == len(state) and matches > best_matches:
+                best, best_matches = candidate, matches
+    return best
 
 
 def checkpoint_findings(model: nn.Module, missing: list[str], unexpected: list[str]) -> list:
