@@ -89,12 +89,17 @@ def _last_line(printed: io.StringIO) -> str:
     return f"; it printed: {lines[-1]}" if lines else ""
 
 
-def _torchvision(name: str) -> nn.Module:
+def import_torchvision() -> types.ModuleType:
     try:
         with _dynamo_imported_on_first_use():
             import torchvision
     except ImportError as exc:
         raise InputError("torchvision is not installed: pip install torchvision") from exc
+    return torchvision
+
+
+def _torchvision(name: str) -> nn.Module:
+    torchvision = import_torchvision()
     try:
         return torchvision.models.get_model(name, weights=None)
     except ValueError as exc:
