@@ -1,7 +1,8 @@
 """The CLI's own overhead: `modeguard audit SPEC` wall time next to what it cannot avoid, each
 part timed in a fresh interpreter: Python's start, `import torch`, the model library's import,
-the model's build and the audit itself. Also `import torchvision` as torchvision does it
-(which imports torch._dynamo) next to modeguard's loader (which does not).
+the model's build and the audit itself; and `modeguard --version`, the CLI with no torch work.
+Also `import torchvision` as torchvision does it (which imports torch._dynamo) next to
+modeguard's loader (which does not).
 
 Usage: python benchmarks/cli_startup.py [--repeats 3]
 Writes benchmarks/results/cli_startup.json.
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     python_start = statistics.median(wall([sys.executable, "-c", "pass"]) for _ in range(args.repeats))
+    # The CLI with no torch work at all: Python, typer, rich and modeguard's own imports.
+    cli_floor = statistics.median(wall([sys.executable, "-m", "modeguard.cli", "--version"]) for _ in range(args.repeats))
     plain = median_of([probe(PLAIN_TORCHVISION) for _ in range(args.repeats)])
     rows = []
     for spec, shape in SPECS.items():
@@ -107,6 +110,7 @@ def main() -> None:
                       f"{r['cli_overhead_s']:.2f} ({r['cli_overhead_fraction']:.0%})")
     console = Console()
     console.print(table)
+    console.print(f"modeguard --version (Python, typer, rich, modeguard; no torch): {cli_floor:.2f} s; bare Python: {python_start:.2f} s")
     via_loader = next((r for r in rows if r["spec"].startswith("torchvision:")), None)
     if via_loader:
         console.print(
@@ -114,7 +118,7 @@ def main() -> None:
             f"{plain['dynamo_imported']}), {via_loader['import_library_s']:.2f} s through modeguard's loader "
             f"(torch._dynamo imported: {via_loader['dynamo_imported']})"
         )
-    path = save("cli_startup", {"repeats": args.repeats, "torch": torch.__version__, "rows": rows,
+    path = save("cli_startup", {"repeats": args.repeats, "torch": torch.__version__, "rows": rows, "cli_version_s": cli_floor,
                                 "plain_torchvision_import": plain})
     console.print(f"wrote {path}")
 
