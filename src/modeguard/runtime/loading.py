@@ -295,4 +295,4 @@ def checkpoint_findings(model: nn.Module, missing: list[str], unexpected: list[s
 
 
 def _some(keys: list[str], shown: int = 5) -> str:
-    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
