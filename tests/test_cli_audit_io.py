@@ -176,3 +176,8 @@ def test_a_torchvision_spec_does_not_import_dynamo_and_dynamo_still_works():
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_version_needs_no_command():
+    result = subprocess.run([sys.executable, "-m", "modeguard.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("modeguard "), result.stderr

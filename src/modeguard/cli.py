@@ -26,16 +26,21 @@ class AuditFormat(str, Enum):
     json = "json"
 
 
-@app.callback()
-def root(
-    version: bool = typer.Option(False, "--version", help="print the version and exit"),
-) -> None:
-    """Catch, explain and fix PyTorch train/eval-mode bugs."""
-    if version:
+def _print_version(requested: bool) -> None:
+    if requested:
         from modeguard import __version__
 
         typer.echo(f"modeguard {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="print the version and exit"
+    ),
+) -> None:
+    """Catch, explain and fix PyTorch train/eval-mode bugs."""
 
 
 def fail(message: str) -> None:
