@@ -124,7 +124,7 @@ def findings_table(findings: list[Finding]) -> Table | Text:
         body = Text(group.message())
         if f.fix:
             body.append(f"\nfix: {f.fix}", style="dim")
-        table.add_row(f.code, Text(f.severity.value, style=SEVERITY_STYLE[f.severity]), group.where(), body)
+        table.add_row(f.code, Text(f.severity.value, style=SEVERITY_STYLE[f.severity]), Text(group.where()), body)
     return table
 
 
