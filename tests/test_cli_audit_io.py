@@ -50,6 +50,13 @@ MODELS = textwrap.dedent(
     def exits():
         print("this factory needs a GPU")
         sys.exit(3)
+
+    class OwnStateDict(nn.Linear):
+        def state_dict(self, *args, **kwargs):
+            raise RuntimeError("state_dict is not supported here\\nsecond line")
+
+    def own_state_dict():
+        return OwnStateDict(4, 2).eval(), torch.randn(2, 4)
     """
 )
 
@@ -118,6 +125,14 @@ def test_an_import_that_raises_is_one_line_exit_2(tmp_path):
     (tmp_path / "bad.py").write_text("import torch\nraise ImportError('no module named apex\\nsecond line')\n")
     line = one_line_exit_2(run("audit", f"{tmp_path}/bad.py:model"))
     assert "importing" in line and "ImportError: no module named apex" in line
+
+
+def test_any_other_exception_in_user_code_is_one_line_exit_2(tmp_path):
+    ckpt = save_small_checkpoint(tmp_path, lambda sd: sd)
+    line = one_line_exit_2(run("audit", f"{models(tmp_path)}:own_state_dict", "--weights", ckpt))
+    assert line == "error: RuntimeError: state_dict is not supported here (--debug shows the traceback)"
+    debug = run("audit", f"{models(tmp_path)}:own_state_dict", "--weights", ckpt, "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "importing models.py" in debug.stderr
 
 
 def save_small_checkpoint(tmp_path, transform):
