@@ -55,6 +55,13 @@ MODELS = textwrap.dedent(
         def state_dict(self, *args, **kwargs):
             raise RuntimeError("state_dict is not supported here\\nsecond line")
 
+    class ExitsInForward(nn.Linear):
+        def forward(self, x):
+            sys.exit(4)
+
+    def exits_in_forward():
+        return ExitsInForward(4, 2).eval(), torch.randn(2, 4)
+
     def own_state_dict():
         return OwnStateDict(4, 2).eval(), torch.randn(2, 4)
     """
@@ -133,6 +140,12 @@ def test_any_other_exception_in_user_code_is_one_line_exit_2(tmp_path):
     assert line == "error: RuntimeError: state_dict is not supported here (--debug shows the traceback)"
     debug = run("audit", f"{models(tmp_path)}:own_state_dict", "--weights", ckpt, "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "importing models.py" in debug.stderr
+
+
+def test_sys_exit_in_the_forward_is_one_line_exit_2(tmp_path):
+    assert one_line_exit_2(run("audit", f"{models(tmp_path)}:exits_in_forward")) == (
+        "error: SystemExit: 4 (--debug shows the traceback)"
+    )
 
 
 def save_small_checkpoint(tmp_path, transform):

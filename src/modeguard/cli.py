@@ -86,7 +86,7 @@ def audit(
             sys.stderr.write(printed.getvalue())
             raise
         fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 - anything unforeseen is still one line, not a traceback
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - anything unforeseen (sys.exit in a forward too) is one line
         if debug:
             sys.stderr.write(printed.getvalue())
             raise
