@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from modeguard.errors import (
+    CheckpointError,
     InputError,
     ModeError,
     ModeguardError,
@@ -35,9 +36,11 @@ _RUNTIME_API = {
     "unfreeze_bn": "modeguard.runtime.batchnorm",
     "bn_health": "modeguard.runtime.batchnorm",
     "check_buffers_synced": "modeguard.runtime.batchnorm",
+    "load_weights": "modeguard.runtime.loading",
 }
 
 __all__ = [
+    "CheckpointError",
     "Finding",
     "InputError",
     "ModeError",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sys
 from enum import Enum
 from typing import List, Optional
@@ -26,16 +26,21 @@ class AuditFormat(str, Enum):
     json = "json"
 
 
-@app.callback()
-def root(
-    version: bool = typer.Option(False, "--version", help="print the version and exit"),
-) -> None:
-    """Catch, explain and fix PyTorch train/eval-mode bugs."""
-    if version:
+def _print_version(requested: bool) -> None:
+    if requested:
         from modeguard import __version__
 
         typer.echo(f"modeguard {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="print the version and exit"
+    ),
+) -> None:
+    """Catch, explain and fix PyTorch train/eval-mode bugs."""
 
 
 def fail(message: str) -> None:
@@ -59,21 +64,35 @@ def audit(
     format: AuditFormat = typer.Option(AuditFormat.text, "--format", help="text or json"),
     seed: int = typer.Option(0, help="seed for the random example input and the audit's passes"),
     batch_dim: int = typer.Option(0, help="the input's batch dimension (1 for sequence-first models)"),
-    ignore: List[str] = typer.Option([], help="finding codes or prefixes to leave out (repeatable)"),
+    ignore: List[str] = typer.Option([], help="finding codes or prefixes to leave out (comma-separated, repeatable)"),
     efficiency: bool = typer.Option(False, "--efficiency", help="also measure what eval + no_grad save"),
     html: Optional[str] = typer.Option(None, "--html", help="also write a self-contained HTML report to this file"),
     debug: bool = typer.Option(False, help="show tracebacks"),
 ) -> None:
     """Audit a live model: which layers make its predictions depend on train/eval mode."""
+    import io
+
+    printed = io.StringIO()
     try:
         from modeguard._lazy import require_torch
 
         require_torch("modeguard audit")
-        report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, ignore, efficiency)
+        # What the user's code prints is held back: it goes to stderr before the report, never
+        # into stdout (--format json), and an error stays one line.
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, _split(ignore), efficiency)
     except ModeguardError as exc:
         if debug:
+            sys.stderr.write(printed.getvalue())
             raise
         fail(str(exc))
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - anything unforeseen (sys.exit in a forward too) is one line
+        if debug:
+            sys.stderr.write(printed.getvalue())
+            raise
+        lines = str(exc).strip().splitlines()
+        fail(f"{type(exc).__name__}: {lines[0] if lines else ''} (--debug shows the traceback)")
+    sys.stderr.write(printed.getvalue())
     if html:
         from pathlib import Path
 
@@ -82,10 +101,12 @@ def audit(
         except OSError as exc:
             fail(f"cannot write {html}: {exc.strerror}")
     if format is AuditFormat.json:
+        from modeguard.runtime.rendering import to_json
+
         data = report.to_dict()
         if cost is not None:
             data["efficiency"] = cost.to_dict()
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(to_json(data, indent=2) + "\n")
     else:
         Console().print(report)
         if cost is not None:

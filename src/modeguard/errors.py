@@ -16,6 +16,11 @@ class InputError(ModeguardError, ValueError):
     """The model, its example input or a file given to modeguard cannot be used."""
 
 
+class CheckpointError(InputError):
+    """A checkpoint that cannot be this model's weights: it matches none of its keys, or a
+    tensor's shape differs (the message names the exact mismatch)."""
+
+
 class ModelCallError(ModeguardError, RuntimeError):
     """The model raised when called on the example input."""
 

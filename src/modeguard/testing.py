@@ -9,17 +9,14 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from modeguard._lazy import require_torch
-from modeguard.findings import Finding, Severity, sort_findings
+from modeguard.findings import Finding, Severity
 
 
 def _explain(title: str, findings: list[Finding]) -> str:
-    lines = [title]
-    for f in sort_findings(findings):
-        where = f" [{f.module}]" if f.module else ""
-        lines.append(f"  {f.code} {f.severity.value}{where}: {f.message}")
-        if f.fix:
-            lines.append(f"      fix: {f.fix}")
-    return "\n".join(lines)
+    """The title, then the findings exactly as `modeguard audit` prints them."""
+    from modeguard.runtime.rendering import findings_table, plain_text
+
+    return f"{title}\n{plain_text(findings_table(findings))}"
 
 
 def _audit(model, x, **options):

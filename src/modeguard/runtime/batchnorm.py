@@ -15,6 +15,7 @@ from torch import nn
 
 from modeguard.errors import InputError
 from modeguard.runtime import batchnorm_health as bnh
+from modeguard.runtime.rendering import Presentable
 from modeguard.runtime.state import ModuleModes
 from modeguard.runtime.trees import call_model, to_device
 
@@ -69,7 +70,7 @@ class LayerRecalibration:
 
 
 @dataclass
-class RecalibrationReport:
+class RecalibrationReport(Presentable):
     batches: int
     layers: list[LayerRecalibration] = field(default_factory=list)
     distributed_world_size: int = 1
@@ -275,7 +276,7 @@ def unfreeze_bn(module: nn.Module) -> list[str]:
 
 # -- health and ranks ------------------------------------------------------------------------
 @dataclass
-class BatchNormHealthReport:
+class BatchNormHealthReport(Presentable):
     layers: list[bnh.BatchNormHealth]
 
     def __rich__(self) -> Table:

@@ -16,6 +16,7 @@ from rich.table import Table
 from torch import nn
 
 from modeguard.errors import InputError
+from modeguard.runtime.rendering import Presentable
 from modeguard.runtime.state import preserved
 from modeguard.runtime.trees import call_model, to_device
 
@@ -40,7 +41,7 @@ class InferenceCost:
 
 
 @dataclass
-class InferenceReport:
+class InferenceReport(Presentable):
     device: str
     rows: list[InferenceCost]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from modeguard.findings import sort_findings
+from modeguard.runtime.rendering import group_findings
 from modeguard.runtime.report import AuditReport
 
 SEVERITY_COLOR = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
@@ -23,8 +23,8 @@ th{background:#f5f5f5}.sev{font-weight:600}.fix{color:#555;font-size:12px}
 def _fmt(x) -> str:
     if x is None:
         return "-"
-    if isinstance(x, float) and math.isinf(x):
-        return "inf"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
@@ -62,15 +62,15 @@ def render_fragment(report: AuditReport) -> str:
             return "not tested"
         return '<span class="ok">yes</span>' if value else '<span class="bad">NO</span>'
 
-    findings = sort_findings(report.findings)
+    findings = group_findings(report.findings)
     finding_rows = [
         [
-            escape(f.code),
-            f'<span class="sev" style="color:{SEVERITY_COLOR[f.severity.value]}">{f.severity.value}</span>',
-            escape(f.module or "-"),
-            escape(f.message) + (f'<div class="fix">fix: {escape(f.fix)}</div>' if f.fix else ""),
+            escape(group.first.code),
+            f'<span class="sev" style="color:{SEVERITY_COLOR[group.first.severity.value]}">{group.first.severity.value}</span>',
+            escape(group.where()),
+            escape(group.message()) + (f'<div class="fix">fix: {escape(group.first.fix)}</div>' if group.first.fix else ""),
         ]
-        for f in findings
+        for group in findings
     ]
     health_rows = [
         [
@@ -90,7 +90,7 @@ def render_fragment(report: AuditReport) -> str:
         f'<p class="meta">{escape(report.device)}, {escape(report.dtype)}, handed over in {mode} mode; '
         f"{len(report.mode_sensitive)} mode-sensitive module(s); deterministic in eval: "
         f"{yes_no(report.deterministic)}; batch-independent in eval: {yes_no(report.batch_independent)}</p>",
-        f"<h2>Findings ({len(findings)})</h2>",
+        f"<h2>Findings ({len(report.findings)})</h2>",
         _table(["code", "severity", "module", "message"], finding_rows) if findings else '<p class="ok">No findings.</p>',
         "<h2>Which modules make the difference</h2>",
         "<p class=\"meta\">Relative change of each module's own output when only it switches to training mode, same input.</p>",

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import pickle
 import sys
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from modeguard.errors import InputError
+from modeguard.errors import CheckpointError, InputError
 
 DEFAULT_IMAGE_SHAPE = (4, 3, 224, 224)
 
@@ -31,10 +34,10 @@ def load_factory(spec: str) -> tuple[nn.Module, Any, str]:
     factory = getattr(module, attr, None)
     if factory is None:
         raise InputError(f"{source} has no attribute {attr!r}")
-    try:
-        made = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
-    except Exception as exc:  # noqa: BLE001 - the user's factory failing is a usage error
-        raise InputError(f"{spec} raised {type(exc).__name__}: {exc}") from exc
+    if callable(factory) and not isinstance(factory, nn.Module):
+        made = run_user_code(spec, factory)
+    else:
+        made = factory
     example = None
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
         made, example = made
@@ -53,27 +56,90 @@ def _import_source(source: str):
         module = importlib.util.module_from_spec(spec)
         sys.path.insert(0, str(path.resolve().parent))
         try:
-            spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"importing {source} raised {type(exc).__name__}: {exc}") from exc
+            run_user_code(f"importing {source}", lambda: spec.loader.exec_module(module))
         finally:
             sys.path.pop(0)
         return module
+    return run_user_code(f"importing {source}", lambda: importlib.import_module(source))
+
+
+def run_user_code(what: str, call: Callable[[], Any]) -> Any:
+    """Run the user's import or factory. Whatever it raises, `sys.exit()` included, becomes one
+    InputError line (the original is chained for --debug); what it prints is held back and
+    passed on to stderr, so that stdout carries only the report."""
+    printed = io.StringIO()
     try:
-        return importlib.import_module(source)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot import {source}: {type(exc).__name__}: {exc}") from exc
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            result = call()
+    except SystemExit as exc:
+        raise InputError(f"{what} called sys.exit({exc.code!r}){_last_line(printed)}") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's code failing is a usage error
+        raise InputError(f"{what} raised {type(exc).__name__}: {first_line(exc)}{_last_line(printed)}") from exc
+    sys.stderr.write(printed.getvalue())
+    return result
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _last_line(printed: io.StringIO) -> str:
+    lines = [line.strip() for line in printed.getvalue().splitlines() if line.strip()]
+    return f"; it printed: {lines[-1]}" if lines else ""
+
+
+def import_torchvision() -> types.ModuleType:
+    try:
+        with _dynamo_imported_on_first_use():
+            import torchvision
+    except ImportError as exc:
+        raise InputError("torchvision is not installed: pip install torchvision") from exc
+    return torchvision
 
 
 def _torchvision(name: str) -> nn.Module:
-    try:
-        import torchvision
-    except ImportError as exc:
-        raise InputError("torchvision is not installed: pip install torchvision") from exc
+    torchvision = import_torchvision()
     try:
         return torchvision.models.get_model(name, weights=None)
     except ValueError as exc:
         raise InputError(f"unknown torchvision model {name!r}") from exc
+
+
+@contextlib.contextmanager
+def _dynamo_imported_on_first_use():
+    """`import torchvision` imports torch._dynamo (2-3 s, most of the CLI's start) only because
+    torchvision.ops.roi_align binds `torch._dynamo.utils.is_compile_supported`, a function it
+    calls in a rare fallback. While torchvision is imported, `torch._dynamo.utils` is a stand-in
+    that imports the real module on the first use of any of its names; afterwards the real
+    module is imported as usual by whoever needs it."""
+    if "torchvision" in sys.modules or "torch._dynamo" in sys.modules:
+        yield
+        return
+
+    class StandIn(types.ModuleType):
+        def __getattr__(self, attribute: str):
+            if attribute.startswith("__"):  # inspect and friends probe every module's dunders
+                raise AttributeError(attribute)
+            return getattr(_real_dynamo_utils(self), attribute)
+
+    def is_compile_supported(device_type):
+        return _real_dynamo_utils(stand_in).is_compile_supported(device_type)
+
+    stand_in = StandIn("torch._dynamo.utils")
+    stand_in.is_compile_supported = is_compile_supported
+    sys.modules["torch._dynamo.utils"] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch._dynamo.utils") is stand_in:
+            del sys.modules["torch._dynamo.utils"]
+
+
+def _real_dynamo_utils(stand_in: types.ModuleType) -> types.ModuleType:
+    if sys.modules.get("torch._dynamo.utils") is stand_in:
+        del sys.modules["torch._dynamo.utils"]
+    return importlib.import_module("torch._dynamo.utils")
 
 
 def _timm(name: str) -> nn.Module:
@@ -120,20 +186,83 @@ def load_input(path: str) -> Any:
         raise InputError(f"cannot load {path} as tensors: {type(exc).__name__}: {first_line}") from exc
 
 
+# Where training code puts the state_dict inside a checkpoint, and the prefixes wrappers add to
+# its keys: DistributedDataParallel `module.`, torch.compile `_orig_mod.`, a LightningModule or
+# training wrapper holding the network as `self.model`.
+STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
 def load_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
-    """Load a state_dict with weights_only=True; return (missing, unexpected) keys."""
-    state = load_input(path)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # Lightning and many training scripts
-    if not isinstance(state, dict):
-        raise InputError(f"{path} does not hold a state_dict")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DDP
+    """Load a checkpoint into `model` with weights_only=True, unwrapped (see `unwrap_state_dict`);
+    return (missing, unexpected) keys. CheckpointError when it matches none of the model's keys
+    or a tensor's shape differs: weights that do not load must not be audited as if they did."""
+    state = unwrap_state_dict(load_input(path), model, path)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise InputError(f"{path} does not fit the model: {str(exc).splitlines()[0]}") from exc
+        details = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise CheckpointError(f"{path} does not fit the model: {details}") from exc
     return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def unwrap_state_dict(checkpoint: Any, model: nn.Module, path: str = "the checkpoint") -> dict:
+    """The state_dict inside `checkpoint` (itself, or under `state_dict`, `model`, ...), its keys
+    stripped of the wrapper prefixes that make more of them match `model`'s."""
+    state = _find_state_dict(checkpoint)
+    if state is None:
+        found = ", ".join(map(str, list(checkpoint)[:8])) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{path} holds no state_dict (found: {found})")
+    expected = model.state_dict()
+    state = _strip_wrapper_prefixes(state, expected.keys())
+    matched = [key for key in state if key in expected]
+    if not matched:
+        raise CheckpointError(
+            f"{path} matches none of the model's {len(expected)} keys: it has {len(state)} key(s) such as "
+            f"{_some(list(state), 3)}; the model has keys such as {_some(list(expected), 3)}"
+        )
+    mismatched = [
+        f"{key}: checkpoint {list(state[key].shape)}, model {list(expected[key].shape)}"
+        for key in matched
+        if isinstance(state[key], torch.Tensor) and state[key].shape != expected[key].shape
+    ]
+    if mismatched:
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise CheckpointError(f"{path} does not fit the model: size mismatch for {mismatched[0]}{more}")
+    return state
+
+
+def _find_state_dict(checkpoint: Any) -> dict | None:
+    if not isinstance(checkpoint, dict):
+        return None
+    values = list(checkpoint.values())
+    if values and all(isinstance(v, torch.Tensor) for v in values):
+        return checkpoint
+    for key in STATE_DICT_KEYS:
+        found = _find_state_dict(checkpoint.get(key))
+        if found is not None:
+            return found
+    return checkpoint if any(isinstance(v, torch.Tensor) for v in values) else None
+
+
+def _strip_wrapper_prefixes(state: dict, expected) -> dict:
+    """Of the ways to strip wrapper prefixes (nested ones too: DDP around torch.compile), the
+    one under which most keys match; no stripping when nothing improves."""
+    expected = set(expected)
+    best, best_matches = state, sum(key in expected for key in state)
+    frontier = [state]
+    for _ in WRAPPER_PREFIXES:  # at most one strip of each wrapper
+        frontier = [
+            {key.removeprefix(prefix): value for key, value in candidate.items()}
+            for candidate in frontier
+            for prefix in WRAPPER_PREFIXES
+            if any(key.startswith(prefix) for key in candidate)
+        ]
+        for candidate in frontier:
+            matches = sum(key in expected for key in candidate)
+            if len(candidate) == len(state) and matches > best_matches:
+                best, best_matches = candidate, matches
+    return best
 
 
 def checkpoint_findings(model: nn.Module, missing: list[str], unexpected: list[str]) -> list:
@@ -158,11 +287,12 @@ def checkpoint_findings(model: nn.Module, missing: list[str], unexpected: list[s
          "check that the checkpoint belongs to this architecture"),
     ]
     return [
-        Finding("MG213", severity, "the checkpoint " + template.format(n=len(keys), keys=_some(keys)), fix)
+        Finding("MG213", severity, "the checkpoint " + template.format(n=len(keys), keys=_some(keys)), fix,
+                data={"keys": keys})
         for keys, severity, template, fix in groups
         if keys
     ]
 
 
 def _some(keys: list[str], shown: int = 5) -> str:
-    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")

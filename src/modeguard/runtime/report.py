@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -13,8 +12,7 @@ from modeguard.findings import Finding, Severity, sort_findings
 from modeguard.runtime.batchnorm_health import BatchNormHealth
 from modeguard.runtime.compare import LeafDifference
 from modeguard.runtime.inventory import ModeSensitive
-
-SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+from modeguard.runtime.rendering import Presentable, findings_table
 
 
 @dataclass
@@ -38,7 +36,7 @@ class ModuleDivergence:
 
 
 @dataclass
-class AuditReport:
+class AuditReport(Presentable):
     model: str
     device: str
     dtype: str
@@ -104,11 +102,6 @@ class AuditReport:
             yield batchnorm_table(self.batchnorm)
         yield findings_table(self.findings)
 
-    def __str__(self) -> str:
-        console = Console(width=120, file=io.StringIO(), color_system=None)
-        console.print(self)
-        return console.file.getvalue()
-
 
 def _yes_no(value: bool | None) -> str:
     return "not tested" if value is None else ("yes" if value else "NO")
@@ -164,20 +157,4 @@ def batchnorm_table(health: list[BatchNormHealth], limit: int = 12) -> Table:
         )
     if len(health) > limit:
         table.caption = f"{limit} of {len(health)} layers, largest shift first"
-    return table
-
-
-def findings_table(findings: list[Finding]) -> Table | Text:
-    if not findings:
-        return Text("No findings.", style="green")
-    table = Table(title="Findings", title_justify="left", show_lines=True)
-    for column in ("code", "severity", "module", "message / fix"):
-        table.add_column(column, overflow="fold")
-    for f in sort_findings(findings):
-        body = Text(f.message)
-        if f.fix:
-            body.append(f"\nfix: {f.fix}", style="dim")
-        table.add_row(
-            f.code, Text(f.severity.value, style=SEVERITY_STYLE[f.severity]), f.module or "-", body
-        )
     return table
