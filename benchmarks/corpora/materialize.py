@@ -8,11 +8,9 @@ Usage: python benchmarks/corpora/materialize.py [--mirror DIR] [--out DIR]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,15 +36,25 @@ def mirror_dir(mirror: Path, repo: str) -> Path | None:
 
 
 def extract(git_dir: Path, commit: str, target: Path) -> int:
-    archive = subprocess.run(["git", f"--git-dir={git_dir}", "archive", "--format=tar", commit], capture_output=True, check=True).stdout
+    """Write the commit's Python files and notebooks blob by blob: snapshots may lack large
+    blobs (data, images), which would make `git archive` of the whole tree fail."""
+    git = ["git", f"--git-dir={git_dir}"]
+    listing = subprocess.run([*git, "ls-tree", "-r", "-z", commit], capture_output=True, check=True).stdout
     count = 0
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        for member in tar.getmembers():
-            if member.isfile() and member.name.endswith(SUFFIXES) and ".." not in Path(member.name).parts:
-                destination = target / member.name
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                destination.write_bytes(tar.extractfile(member).read())
-                count += 1
+    for entry in filter(None, listing.split(b"\0")):
+        meta, _, raw_name = entry.partition(b"\t")
+        mode, kind, blob = meta.decode().split()
+        name = raw_name.decode(errors="replace")
+        if kind != "blob" or mode == "120000" or not name.endswith(SUFFIXES) or ".." in Path(name).parts:
+            continue
+        content = subprocess.run([*git, "cat-file", "blob", blob], capture_output=True)
+        if content.returncode != 0:
+            print(f"{name}: not in the mirror, skipped", file=sys.stderr)
+            continue
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(content.stdout)
+        count += 1
     (target / ".complete").write_text(commit + "\n")
     return count
 
