@@ -11,13 +11,17 @@ DEFAULT_EXCLUDES = (
     ".bzr", ".direnv", ".eggs", ".git", ".hg", ".mypy_cache", ".nox", ".pants.d", ".pytype",
     ".ruff_cache", ".svn", ".tox", ".venv", "venv", "__pypackages__", "_build", "buck-out",
     "build", "dist", "node_modules", "site-packages", ".modeguard_cache", "__pycache__",
+    ".ipynb_checkpoints",
 )
+SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 
 
-def discover(paths: list[str], exclude: list[str] = ()) -> list[Path]:
-    """Python files under `paths`. Paths named explicitly are always read; what is found by
-    walking skips default excludes, `exclude` patterns and anything .gitignore ignores."""
+def discover(paths: list[str], exclude: list[str] = (), include: list[str] = ()) -> list[Path]:
+    """Python files and notebooks under `paths`, and files matching the `include` patterns.
+    Paths named explicitly are always read; what is found by walking skips default excludes,
+    `exclude` patterns and anything .gitignore ignores."""
     excluded = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_EXCLUDES, *exclude])
+    included = pathspec.GitIgnoreSpec.from_lines(include)
     found: list[Path] = []
     for raw in paths:
         root = Path(raw)
@@ -48,5 +52,10 @@ def discover(paths: list[str], exclude: list[str] = ()) -> list[Path]:
                 )
 
             dirnames[:] = sorted(d for d in dirnames if not skip(here / d, True))
-            found.extend(here / f for f in sorted(filenames) if f.endswith((".py", ".pyi")) and not skip(here / f, False))
+            found.extend(
+                here / f
+                for f in sorted(filenames)
+                if (f.endswith(SOURCE_SUFFIXES) or included.match_file((here / f).relative_to(root).as_posix()) or included.match_file(f))
+                and not skip(here / f, False)
+            )
     return found
