@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given, settings, strategies as st
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from modeguard.lint.notebooks import Program, code_cells
+from modeguard.lint.notebooks import Program, code_cells, python_cell
 
 ROOT = Path(__file__).parents[2]
 
@@ -140,12 +140,14 @@ def test_magics_neither_crash_nor_hide_code(tmp_path):
 def test_cell_lines_are_neutralised_in_place():
     nb = new_notebook(cells=[new_code_cell(source) for source, _ in MAGICS])
     cells = code_cells(json.loads(nbformat.writes(nb)))
-    program = Program.join(cells)
-    ast.parse(program.source)
     assert [cell.lines for cell in cells][:2] == [["", "", ""], ["", "with torch.no_grad():", "    out = model(test_x)"]]
     assert cells[2].lines == ["for i in range(2):", "    pass", "    pass", "files = None", "pass", "pass", "pass", ""]
-    assert cells[3].lines == ["total = (1", "         % 2)", "ok = 1 != 2"] and not cells[3].neutralised
     assert cells[4].shifts == [4, 4, 4]
+    # `% 2` continues an expression: the quick reading breaks the cell, the precise one does not
+    assert cells[3].lines[1] == "         pass" and 2 in cells[3].neutralised
+    precise = python_cell(4, cells[3].text, precise=True)
+    assert precise.lines == ["total = (1", "         % 2)", "ok = 1 != 2"] and not precise.neutralised
+    ast.parse(Program.join([*cells[:3], precise, cells[4]]).source)
 
 
 PYTHON = ["x = 1", "y = x % 2", "print('why?')", "z = [1,\n     2]", "if x:\n    y = 2", "s = '''\n%s\n!x\n'''"]
@@ -159,7 +161,7 @@ CHUNKS = [[(line, False) for line in chunk.splitlines()] for chunk in PYTHON] + 
 @given(st.lists(st.sampled_from(CHUNKS), max_size=12), st.sampled_from(["", "  "]))
 def test_any_mix_of_python_and_ipython_parses_with_rows_kept(chunks, indent):
     lines = [pair for chunk in chunks for pair in chunk]
-    [cell] = code_cells({"cells": [{"cell_type": "code", "source": "\n".join(indent + line for line, _ in lines)}]})
+    cell = python_cell(1, "\n".join(indent + line for line, _ in lines), precise=True)
     ast.parse("\n".join(cell.lines))
     assert len(cell.lines) == len(lines)
     for row, (line, magic) in enumerate(lines, 1):

@@ -20,7 +20,7 @@ import json
 import re
 import tokenize
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from modeguard.findings import Edit, Finding, Fix, Location
 from modeguard.lint.engine import Selection, lint_source
@@ -32,12 +32,13 @@ SUFFIX = ".ipynb"
 PYTHON_CELL_MAGICS = frozenset({"capture", "time", "timeit", "prun", "debug"})
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what Python's tokenizer counts as a line break
-_MAYBE_IPYTHON = re.compile(r"^[ \t]*[%!?/,;]|\?[ \t]*$|=[ \t]*[!%]", re.M)  # cheap pre-filter
+_CELL_MAGIC = re.compile(r"%%(\w*)")
+_FIRST_CODE = re.compile(r"^([ \t]*)\S", re.M)
+_MAYBE_IPYTHON = re.compile(r"^[ \t]*[%!?]|\?[ \t]*$|=[ \t]*[!%]", re.M)
 _IPYTHON_LINE = re.compile(
     r"(?P<indent>[ \t]*)(?:"
     r"(?P<target>[\w.\[\], \t()*]+?)[ \t]*=[ \t]*[!%]"  # files = !ls, x = %time f()
     r"|[%!?]"  # %magic, !shell, ?help
-    r"|[/,;]\S"  # autocall escapes
     r"|[\w.*\[\]]+\?{1,2}[ \t]*$"  # obj?, obj.attr??
     r")"
 )
@@ -63,19 +64,28 @@ class NotebookError(ValueError):
 class Cell:
     number: int  # 1-based position among all cells, as Jupyter and VS Code count them
     text: str  # the source as stored
-    lines: list[str]  # as Python sees it: IPython syntax neutralised, IPython's dedent applied
-    shifts: list[int]  # columns removed from each line by the dedent
-    neutralised: set[int]  # 1-based rows of `lines` that held IPython syntax
+    python: str  # as Python sees it, every line ending in "\n": IPython syntax neutralised, IPython's dedent applied
+    rows: int  # lines in `python`
+    shifts: list[int] | None = None  # columns the dedent removed from each line
+    neutralised: set[int] = field(default_factory=set)  # 1-based rows that held IPython syntax
+
+    @property
+    def lines(self) -> list[str]:
+        return self.python.split("\n")[:-1]
+
+    def shift(self, row: int) -> int:
+        return self.shifts[row - 1] if self.shifts and 0 < row <= len(self.shifts) else 0
 
 
-def read(data: bytes) -> dict:
-    """The notebook's JSON, checked just enough to be read as nbformat 4."""
-    if not data.strip():
+def read(data: bytes) -> tuple[str, dict]:
+    """The file's text (without a BOM) and its JSON, checked just enough to be read as nbformat 4."""
+    if not data or data.isspace():
         raise NotebookError("the file is empty: not a notebook (expected nbformat 4 JSON)")
     try:
-        notebook = json.loads(data)
+        text = data.decode("utf-8-sig")
+        notebook = json.loads(text)
     except UnicodeDecodeError as exc:
-        raise NotebookError(f"not a notebook: cannot decode the file: {exc.reason}") from None
+        raise NotebookError(f"not a notebook: cannot decode the file as UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise NotebookError(f"not a notebook: invalid JSON: {exc.msg}", exc.lineno, exc.colno) from None
     if not isinstance(notebook, dict):
@@ -89,11 +99,7 @@ def read(data: bytes) -> dict:
     cells = notebook.get("cells")
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise NotebookError("not a notebook: no list of cells (expected nbformat 4)")
-    for number, cell in enumerate(cells, 1):
-        source = cell.get("source", "")
-        if not (isinstance(source, str) or isinstance(source, list) and all(isinstance(s, str) for s in source)):
-            raise NotebookError(f"not a notebook: cell {number} has a source that is not text")
-    return notebook
+    return text, notebook
 
 
 def is_python(notebook: dict) -> bool:
@@ -108,14 +114,17 @@ def is_python(notebook: dict) -> bool:
     return True
 
 
-def source_text(cell: dict) -> str:
+def source_text(cell: dict, number: int) -> str:
     source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
+    try:
+        return source if isinstance(source, str) else "".join(source)
+    except TypeError:
+        raise NotebookError(f"not a notebook: cell {number} has a source that is not text") from None
 
 
 def code_cells(notebook: dict) -> list[Cell]:
     return [
-        _as_python(number, source_text(cell))
+        python_cell(number, source_text(cell, number))
         for number, cell in enumerate(notebook["cells"], 1)
         if cell.get("cell_type") == "code"
     ]
@@ -126,44 +135,63 @@ def _split_lines(text: str) -> list[str]:
     return lines[:-1] if lines[-1] == "" else lines
 
 
-def _as_python(number: int, text: str) -> Cell:
-    """The cell as the Python code IPython would run, line for line."""
-    lines = _split_lines(text)
-    shifts = [0] * len(lines)
-    cell = Cell(number, text, lines, shifts, set())
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+def python_cell(number: int, text: str, *, precise: bool = False) -> Cell:
+    """The cell as the Python code IPython would run, line for line. A line that starts like
+    IPython syntax is neutralised at once; `precise` also makes sure it starts a statement
+    (not inside brackets, a string or after a backslash), which costs a tokenizer run per
+    such line and is only needed when the quick version does not parse."""
+    python = text if "\r" not in text else _NEWLINE.sub("\n", text)
+    if python and not python.endswith("\n"):
+        python += "\n"
+    cell = Cell(number, text, python, python.count("\n"))
+    first = _FIRST_CODE.search(python)
     if first is None:
         return cell
-    # IPython removes the first line's indentation from every line that starts with it
-    indent = lines[first][: len(lines[first]) - len(lines[first].lstrip(" \t"))]
-    if indent:
+    indent = first.group(1)
+    maybe_ipython = ("%" in python or "!" in python or "?" in python) and _MAYBE_IPYTHON.search(python) is not None
+    if not indent and not maybe_ipython:
+        return cell
+    lines = cell.lines
+    first_row = python.count("\n", 0, first.start())
+    if indent:  # IPython removes the first line's indentation from every line that starts with it
+        cell.shifts = [0] * len(lines)
         for i, line in enumerate(lines):
             if line.startswith(indent):
-                lines[i], shifts[i] = line[len(indent):], len(indent)
-    if lines[first].startswith("%%"):
-        name = re.match(r"%%(\w*)", lines[first]).group(1)
-        if name not in PYTHON_CELL_MAGICS:  # %%bash, %%writefile...: not Python for this kernel
-            cell.lines = [""] * len(lines)
+                lines[i], cell.shifts[i] = line[len(indent):], len(indent)
+    if lines[first_row].startswith("%%"):
+        if _CELL_MAGIC.match(lines[first_row]).group(1) not in PYTHON_CELL_MAGICS:
+            cell.python = "\n" * len(lines)  # %%bash, %%writefile...: not Python for this kernel
             cell.neutralised = set(range(1, len(lines) + 1))
             return cell
-        lines[first] = ""
-        cell.neutralised.add(first + 1)
-    if _MAYBE_IPYTHON.search(text) is None:
-        return cell
-    continued = False
-    for i, line in enumerate(lines):
-        if continued:  # the rest of a magic that ends in a backslash
-            lines[i], continued = "", line.endswith("\\")
-            cell.neutralised.add(i + 1)
-            continue
-        match = _IPYTHON_LINE.match(line)
-        if match is None or not _starts_statement(lines[:i]):
+        lines[first_row] = ""
+        cell.neutralised.add(first_row + 1)
+    done = -1
+    for i in _candidate_rows(python) if maybe_ipython else ():
+        line = lines[i]
+        match = _IPYTHON_LINE.match(line) if i > done else None
+        if match is None or (precise and not _starts_statement(lines[:i])):
             continue
         indent, target = match.group("indent"), match.group("target")
         lines[i] = f"{indent}{target} = None" if target else f"{indent}pass"
         cell.neutralised.add(i + 1)
-        continued = line.endswith("\\")
+        done = i
+        while line.endswith("\\") and done + 1 < len(lines):  # the rest of a magic continued by a backslash
+            done += 1
+            line, lines[done] = lines[done], ""
+            cell.neutralised.add(done + 1)
+    cell.python = "".join(line + "\n" for line in lines)
     return cell
+
+
+def _candidate_rows(python: str) -> list[int]:
+    """0-based indexes of the lines that may hold IPython syntax."""
+    rows, row, position = [], 0, 0
+    for match in _MAYBE_IPYTHON.finditer(python):
+        row += python.count("\n", position, match.start())
+        position = match.start()
+        if not rows or rows[-1] != row:
+            rows.append(row)
+    return rows
 
 
 def _starts_statement(previous: list[str]) -> bool:
@@ -186,28 +214,33 @@ class Program:
     """The code cells joined into one Python source, and where each of its rows came from."""
 
     source: str
-    rows: list[tuple[Cell, int]]  # per program row: (cell, row in cell)
+    cells: list[Cell]
+    starts: list[int]  # the program row of each cell's first line
 
     @classmethod
     def join(cls, cells: list[Cell]) -> "Program":
-        parts, rows = [], []
+        cells = [cell for cell in cells if cell.rows]
+        starts, row = [], 1
         for cell in cells:
-            parts.extend(line + "\n" for line in cell.lines)
-            rows.extend((cell, row) for row in range(1, len(cell.lines) + 1))
-        return cls("".join(parts), rows)
+            starts.append(row)
+            row += cell.rows
+        return cls("".join(cell.python for cell in cells), cells, starts)
+
+    def cell_at(self, row: int) -> tuple[Cell, int]:
+        index = max(bisect.bisect_right(self.starts, row) - 1, 0)
+        return self.cells[index], row - self.starts[index] + 1
 
     def to_cell(self, location: Location, file_rows: dict[int, list[int]] | None = None) -> Location:
-        if not self.rows:
+        if not self.cells:
             return location
-        if location.row > len(self.rows):  # the end of the program: after the last cell's last line
-            cell, row = self.rows[-1]
-            return Location(row + 1, 1, cell.number)
-        cell, row = self.rows[max(location.row, 1) - 1]
+        cell, row = self.cell_at(location.row)
+        if row > cell.rows:  # the end of the program: after the last cell's last line
+            return Location(row, 1, cell.number)
         file_row = None
         if file_rows is not None:
             rows = file_rows.get(cell.number) or [1]
             file_row = rows[min(row, len(rows)) - 1]
-        return Location(row, location.column + cell.shifts[row - 1], cell.number, file_row)
+        return Location(row, location.column + cell.shift(row), cell.number, file_row)
 
     def map_finding(self, finding: Finding, file_rows: dict[int, list[int]]) -> Finding:
         location = self.to_cell(finding.location, file_rows)
@@ -223,10 +256,10 @@ class Program:
             start, end = self.to_cell(edit.location), self.to_cell(edit.end_location)
             if start.cell != end.cell:
                 return None
-            cell = self.rows[min(edit.location.row, len(self.rows)) - 1][0]
+            cell, _ = self.cell_at(edit.location.row)
             if any(start.row < row < end.row for row in cell.neutralised):
                 return None
-            if "\n" in edit.content and any(cell.shifts):
+            if "\n" in edit.content and cell.shifts:
                 return None  # new lines would need IPython's dedent undone
             edits.append(Edit(edit.content, start, end))
         return Fix(fix.message, tuple(edits))
@@ -236,37 +269,48 @@ def lint_notebook(path: str, data: bytes, selection: Selection) -> list[Finding]
     """Every selected rule on the notebook's code cells; a cell that does not parse is an
     MG100 diagnostic for that cell and the other cells are still checked."""
     try:
-        notebook = read(data)
+        text, notebook = read(data)
+        cells = code_cells(notebook) if is_python(notebook) else []
     except NotebookError as exc:
         return _syntax_error(path, str(exc), Location(exc.row, max(exc.column, 1)), selection)
-    if not is_python(notebook):
-        return []
-    cells = code_cells(notebook)
+    for cell in notebook["cells"]:  # outputs are most of a notebook's objects: free them before
+        cell.pop("outputs", None)  # the analysis, so the garbage collector does not walk them
     program = Program.join(cells)
     with_syntax = Selection(selection.codes | {"MG100"}, selection.honour_noqa)
     findings = lint_source(path, program.source, with_syntax)
     diagnostics: list[Finding] = []
     if any(f.code == "MG100" for f in findings):
-        broken = {}
+        cells, broken = _parsable(cells)
+        program = Program.join([cell for cell in cells if cell.number not in broken])
+        findings = lint_source(path, program.source, with_syntax)
         for cell in cells:
-            error = _cell_syntax_error(cell)
-            if error is not None:
-                broken[cell.number] = error
-        if broken:
-            program = Program.join([c for c in cells if c.number not in broken])
-            findings = lint_source(path, program.source, with_syntax)
-            for cell in cells:
-                if cell.number in broken:
-                    message, row, column = broken[cell.number]
-                    location = Location(row, column + cell.shifts[row - 1], cell.number)
-                    diagnostics += _syntax_error(path, f"{message} (cell {cell.number} skipped; the other cells were checked)", location, selection)
+            if cell.number in broken:
+                message, row, column = broken[cell.number]
+                location = Location(row, column + cell.shift(row), cell.number)
+                diagnostics += _syntax_error(path, f"{message} (cell {cell.number} skipped; the other cells were checked)", location, selection)
     if not findings and not diagnostics:
         return []
-    file_rows = source_rows(data.decode("utf-8-sig", errors="replace"), notebook["cells"])
+    wanted = {f.location.cell for f in diagnostics} | {program.cell_at(f.location.row)[0].number for f in findings if program.cells}
+    file_rows = source_rows(text, notebook["cells"], wanted)
     for finding in diagnostics:
         finding.location = finding.end_location = _with_file_row(finding.location, file_rows)
     mapped = [program.map_finding(f, file_rows) for f in findings if f.code != "MG100" or "MG100" in selection.codes]
     return diagnostics + mapped
+
+
+def _parsable(cells: list[Cell]) -> tuple[list[Cell], dict[int, tuple[str, int, int]]]:
+    """The cells with IPython syntax read precisely where the quick reading does not parse,
+    and the syntax error of each cell that still does not parse."""
+    result, broken = [], {}
+    for cell in cells:
+        error = _cell_syntax_error(cell)
+        if error is not None and cell.neutralised:
+            cell = python_cell(cell.number, cell.text, precise=True)
+            error = _cell_syntax_error(cell)
+        if error is not None:
+            broken[cell.number] = error
+        result.append(cell)
+    return result, broken
 
 
 def _with_file_row(location: Location, file_rows: dict[int, list[int]]) -> Location:
@@ -275,13 +319,12 @@ def _with_file_row(location: Location, file_rows: dict[int, list[int]]) -> Locat
 
 
 def _cell_syntax_error(cell: Cell) -> tuple[str, int, int] | None:
-    source = "".join(line + "\n" for line in cell.lines)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ast.parse(source)
+            ast.parse(cell.python)
     except SyntaxError as exc:
-        row = min(max(exc.lineno or 1, 1), max(len(cell.lines), 1))
+        row = min(max(exc.lineno or 1, 1), max(cell.rows, 1))
         return f"SyntaxError: {exc.msg}", row, max(exc.offset or 1, 1)
     except (ValueError, MemoryError, RecursionError) as exc:
         return f"cannot parse the cell: {exc}", 1, 1
@@ -296,13 +339,13 @@ def _syntax_error(path: str, message: str, location: Location, selection: Select
 
 
 # -- the file's JSON text -----------------------------------------------------------------------
-def _source_spans(text: str, cells: list[dict]) -> dict[int, tuple[int, int]]:
-    """Cell number -> (start, end) of its `source` value in `text`, for the code cells. Cells
-    are stored in order, so each search starts where the previous cell's source ended; a
-    candidate counts only if it decodes to exactly that cell's source."""
+def _source_spans(text: str, cells: list[dict], last: int | None = None) -> dict[int, tuple[int, int]]:
+    """Cell number -> (start, end) of its `source` value in `text`, for the code cells up to
+    cell `last`. Cells are stored in order, so each search starts where the previous cell's
+    source ended; a candidate counts only if it decodes to exactly that cell's source."""
     spans: dict[int, tuple[int, int]] = {}
     position = 0
-    for number, cell in enumerate(cells, 1):
+    for number, cell in enumerate(cells[:last], 1):
         if cell.get("cell_type") != "code" or "source" not in cell:
             continue
         for match in _SOURCE_KEY.finditer(text, position):
@@ -330,32 +373,35 @@ def _items(text: str, start: int) -> list[tuple[int, int]]:
         position = end
 
 
-def source_rows(text: str, cells: list[dict]) -> dict[int, list[int]]:
-    """Cell number -> the line of `text` on which each of the cell's lines starts."""
-    newlines = [m.start() for m in re.finditer("\n", text)]
+def source_rows(text: str, cells: list[dict], wanted: set[int]) -> dict[int, list[int]]:
+    """For each wanted cell number, the line of `text` on which each of the cell's lines starts."""
     result = {}
-    for number, (start, _) in _source_spans(text, cells).items():
+    cursor, row = 0, 1
+    for number, (start, _) in _source_spans(text, cells, max(wanted, default=0)).items():
+        if number not in wanted:
+            continue
         source = cells[number - 1]["source"]
         pieces = source if isinstance(source, list) else [source]
         offsets = [s for s, _ in _items(text, start)] if isinstance(source, list) else [start]
-        if not pieces:
-            continue
         piece_starts, total = [], 0
         for piece in pieces:
             piece_starts.append(total)
             total += len(piece)
+        rows = []
+        for offset in offsets:  # increasing: count the newlines since the previous one
+            row += text.count("\n", cursor, offset)
+            cursor = offset
+            rows.append(row)
         joined = "".join(pieces)
-        line_starts = [0] + [m.end() for m in _NEWLINE.finditer(joined)]
-        result[number] = [
-            bisect.bisect_right(newlines, offsets[bisect.bisect_right(piece_starts, s) - 1]) + 1 for s in line_starts
-        ]
+        line_starts = [0, *(m.end() for m in _NEWLINE.finditer(joined))]
+        result[number] = [rows[bisect.bisect_right(piece_starts, s) - 1] for s in line_starts] if pieces else []
     return result
 
 
 def cell_lines(data: bytes) -> dict[int, list[str]]:
     """Cell number -> its source lines, for showing a finding's line."""
     try:
-        notebook = read(data)
+        _, notebook = read(data)
     except NotebookError:
         return {}
     return {cell.number: _split_lines(cell.text) for cell in code_cells(notebook)}
@@ -365,8 +411,7 @@ def fix_notebook(path: str, data: bytes, findings: list[Finding]) -> tuple[bytes
     """The notebook with the safe fixes applied to its cells, the findings whose fixes were
     applied, and the per-cell diff. Only the changed cells' `source` values are rewritten."""
     bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
-    text = data[len(bom):].decode("utf-8")
-    notebook = read(data)
+    text, notebook = read(data)
     cells = notebook["cells"]
     spans = _source_spans(text, cells)
     by_cell: dict[int, list[Finding]] = {}
@@ -376,7 +421,7 @@ def fix_notebook(path: str, data: bytes, findings: list[Finding]) -> tuple[bytes
     ensure_ascii = text.isascii() and _NON_ASCII_ESCAPE.search(text) is not None
     replacements, applied, diff = [], [], []
     for number, cell_findings in sorted(by_cell.items()):
-        before = source_text(cells[number - 1])
+        before = source_text(cells[number - 1], number)
         after, done = apply_fixes(before, cell_findings)
         if after == before:
             continue
