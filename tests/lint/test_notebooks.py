@@ -252,6 +252,15 @@ def test_fix_keeps_a_source_stored_as_one_string(tmp_path):
     assert fixed["cells"][6]["source"] == FIXABLE.replace("model.eval\n", "model.eval()\n")
 
 
+def test_fix_keeps_a_bom_and_windows_line_endings(tmp_path):
+    text = nbformat.writes(training_notebook(predict=FIXABLE)).replace("\n", "\r\n") + "\r\n"
+    path = tmp_path / "windows.ipynb"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    check("--fix", cwd=tmp_path)
+    expected = text.replace('"model.eval\\n",', '"model.eval()\\n",')
+    assert expected != text and path.read_bytes() == b"\xef\xbb\xbf" + expected.encode("utf-8")
+
+
 # -- discovery, configuration, cache --------------------------------------------------------------
 def test_discovery_exclude_extend_include_and_checkpoints(tmp_path):
     for folder in ("notebooks", "drafts", "notebooks/.ipynb_checkpoints"):

@@ -21,7 +21,7 @@ def discover(paths: list[str], exclude: list[str] = (), include: list[str] = ())
     Paths named explicitly are always read; what is found by walking skips default excludes,
     `exclude` patterns and anything .gitignore ignores."""
     excluded = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_EXCLUDES, *exclude])
-    included = pathspec.GitIgnoreSpec.from_lines(include)
+    included = pathspec.GitIgnoreSpec.from_lines(include) if include else None
     found: list[Path] = []
     for raw in paths:
         root = Path(raw)
@@ -52,10 +52,11 @@ def discover(paths: list[str], exclude: list[str] = (), include: list[str] = ())
                 )
 
             dirnames[:] = sorted(d for d in dirnames if not skip(here / d, True))
-            found.extend(
-                here / f
-                for f in sorted(filenames)
-                if (f.endswith(SOURCE_SUFFIXES) or included.match_file((here / f).relative_to(root).as_posix()) or included.match_file(f))
-                and not skip(here / f, False)
-            )
+
+            def wanted(name: str) -> bool:
+                if name.endswith(SOURCE_SUFFIXES):
+                    return True
+                return included is not None and (included.match_file(name) or included.match_file((here / name).relative_to(root).as_posix()))
+
+            found.extend(here / f for f in sorted(filenames) if wanted(f) and not skip(here / f, False))
     return found
