@@ -273,8 +273,6 @@ def lint_notebook(path: str, data: bytes, selection: Selection) -> list[Finding]
         cells = code_cells(notebook) if is_python(notebook) else []
     except NotebookError as exc:
         return _syntax_error(path, str(exc), Location(exc.row, max(exc.column, 1)), selection)
-    for cell in notebook["cells"]:  # outputs are most of a notebook's objects: free them before
-        cell.pop("outputs", None)  # the analysis, so the garbage collector does not walk them
     program = Program.join(cells)
     with_syntax = Selection(selection.codes | {"MG100"}, selection.honour_noqa)
     findings = lint_source(path, program.source, with_syntax)
