@@ -69,6 +69,18 @@ def speed(notebooks: list[Path], selection: Selection) -> dict:
     }
 
 
+def every_notebook(found: list[tuple[dict, Path]]) -> dict:
+    """Robustness: all notebooks of the checked-out commits (not only the listed ones), all rules."""
+    folders = {path.parents[len(Path(entry["path"]).parts) - 1] for entry, path in found}
+    notebooks = sorted(p for folder in folders for p in folder.rglob("*.ipynb"))
+    findings = lint_paths(notebooks, Selection.from_options(select=["ALL"]), jobs=1)
+    return {
+        "notebooks": len(notebooks),
+        "internal_errors": sum(1 for f in findings if f.code == "MG000"),
+        "mg100": sum(1 for f in findings if f.code == "MG100"),
+    }
+
+
 def main() -> None:
     console = Console(highlight=False, width=160)
     manifest = json.loads((CORPORA / "notebooks.json").read_text())
@@ -110,6 +122,12 @@ def main() -> None:
         str(len(findings)), str(counts["true"]), str(counts["false"]), str(counts["doubtful"]), str(counts["unjudged"]),
     )
     console.print(summary)
+    robustness = every_notebook(found)
+    console.print(
+        f"every notebook of these commits, all rules: {robustness['notebooks']} notebooks, "
+        f"{robustness['internal_errors']} internal errors, {robustness['mg100']} MG100 (cells that do not parse)",
+        markup=False,
+    )
     timing = speed([path for _, path in found], selection)
     cost = results_table(
         f"cost of a notebook vs the same code as a .py file + JSON parsing (1 process, best of {REPEATS})",
@@ -121,7 +139,7 @@ def main() -> None:
     )
     console.print(cost)
     save("lint_notebooks", {"notebooks": len(found), "code_cells": cells, "lines": lines, "internal_errors": internal,
-                            "mg100": unparsable, "verdicts": dict(counts), "findings": rows, "speed": timing})
+                            "mg100": unparsable, "verdicts": dict(counts), "findings": rows, "every_notebook": robustness, "speed": timing})
 
 
 if __name__ == "__main__":
