@@ -252,9 +252,12 @@ def _apply_fixes(findings, *, write: bool, console: Console):
         else:
             before = path.read_text(encoding="utf-8")
             after, applied = apply_fixes(before, file_findings)
-            fixed, diff_text = after.encode("utf-8"), unified_diff(filename, before, after)
+            fixed, diff_text = after, unified_diff(filename, before, after)
         if write:
-            path.write_bytes(fixed)
+            if isinstance(fixed, bytes):  # a notebook, spliced byte for byte
+                path.write_bytes(fixed)
+            else:
+                path.write_text(fixed, encoding="utf-8")
             total += len(applied)
             remaining.extend(f for f in file_findings if f not in applied)
         else:
