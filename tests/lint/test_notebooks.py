@@ -121,9 +121,9 @@ def test_noqa_inside_a_cell(tmp_path):
 MAGICS = [
     ("%%bash\npython train.py\nmodel(x)", "not Python: skipped"),
     ("%%capture captured\nwith torch.no_grad():\n    out = model(test_x)", "Python body: checked"),
-    ("for i in range(2):\n    !echo {i}\n    %time y = i\nfiles = !ls\nmodel?\n??torch.nn\n%pip install \\\n    timm", ""),
+    ("for i in range(2):\n    !echo {i}\n    %time y = i\nfiles = !ls\nmodel?\n??torch.nn\n%pip install \\\n    timm", "line magics, shell, help, continuation"),
     ("total = (1\n         % 2)\nok = 1 != 2", "modulo and != continue a statement: not magics"),
-    ("    # indented cell: IPython dedents it\n    with torch.no_grad():\n        again = model(test_x)", ""),
+    ("    # indented cell: IPython dedents it\n    with torch.no_grad():\n        again = model(test_x)", "IPython dedents a cell whose first line is indented"),
 ]
 
 
@@ -133,7 +133,7 @@ def test_magics_neither_crash_nor_hide_code(tmp_path):
     write(tmp_path / "magics.ipynb", nb)
     result = check("--output-format", "json", "--select", "ALL", cwd=tmp_path)
     got = [(f["code"], f["cell"], f["location"]["row"], f["location"]["column"]) for f in findings(result)]
-    # cell 9 (%%capture) and cell 12 (indented: column 19 in the cell as stored, 15 after IPython's dedent)
+    # cell 9 (%%capture) and cell 12 (indented: column 17 in the cell as stored, 13 after IPython's dedent)
     assert got == [("MG101", 9, 3, 11), ("MG101", 12, 3, 17)]
 
 
