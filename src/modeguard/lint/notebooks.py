@@ -273,6 +273,8 @@ def lint_notebook(path: str, data: bytes, selection: Selection) -> list[Finding]
         cells = code_cells(notebook) if is_python(notebook) else []
     except NotebookError as exc:
         return _syntax_error(path, str(exc), Location(exc.row, max(exc.column, 1)), selection)
+    sources = code_sources(notebook)
+    del notebook  # the outputs are most of its objects: the garbage collector need not walk them
     program = Program.join(cells)
     with_syntax = Selection(selection.codes | {"MG100"}, selection.honour_noqa)
     findings = lint_source(path, program.source, with_syntax)
@@ -289,7 +291,7 @@ def lint_notebook(path: str, data: bytes, selection: Selection) -> list[Finding]
     if not findings and not diagnostics:
         return []
     wanted = {f.location.cell for f in diagnostics} | {program.cell_at(f.location.row)[0].number for f in findings if program.cells}
-    file_rows = source_rows(text, notebook["cells"], wanted)
+    file_rows = source_rows(text, sources, wanted)
     for finding in diagnostics:
         finding.location = finding.end_location = _with_file_row(finding.location, file_rows)
     mapped = [program.map_finding(f, file_rows) for f in findings if f.code != "MG100" or "MG100" in selection.codes]
@@ -337,21 +339,30 @@ def _syntax_error(path: str, message: str, location: Location, selection: Select
 
 
 # -- the file's JSON text -----------------------------------------------------------------------
-def _source_spans(text: str, cells: list[dict], last: int | None = None) -> dict[int, tuple[int, int]]:
+def code_sources(notebook: dict) -> dict[int, list[str] | str]:
+    """Cell number -> the stored `source` value, for the code cells."""
+    return {
+        number: cell["source"]
+        for number, cell in enumerate(notebook["cells"], 1)
+        if cell.get("cell_type") == "code" and "source" in cell
+    }
+
+
+def _source_spans(text: str, sources: dict[int, list[str] | str], last: int | None = None) -> dict[int, tuple[int, int]]:
     """Cell number -> (start, end) of its `source` value in `text`, for the code cells up to
     cell `last`. Cells are stored in order, so each search starts where the previous cell's
     source ended; a candidate counts only if it decodes to exactly that cell's source."""
     spans: dict[int, tuple[int, int]] = {}
     position = 0
-    for number, cell in enumerate(cells[:last], 1):
-        if cell.get("cell_type") != "code" or "source" not in cell:
-            continue
+    for number, source in sources.items():
+        if last is not None and number > last:
+            break
         for match in _SOURCE_KEY.finditer(text, position):
             try:
                 value, end = _DECODER.raw_decode(text, match.end())
             except ValueError:
                 continue
-            if value == cell["source"]:
+            if value == source:
                 spans[number] = (match.end(), end)
                 position = end
                 break
@@ -371,14 +382,14 @@ def _items(text: str, start: int) -> list[tuple[int, int]]:
         position = end
 
 
-def source_rows(text: str, cells: list[dict], wanted: set[int]) -> dict[int, list[int]]:
+def source_rows(text: str, sources: dict[int, list[str] | str], wanted: set[int]) -> dict[int, list[int]]:
     """For each wanted cell number, the line of `text` on which each of the cell's lines starts."""
     result = {}
     cursor, row = 0, 1
-    for number, (start, _) in _source_spans(text, cells, max(wanted, default=0)).items():
+    for number, (start, _) in _source_spans(text, sources, max(wanted, default=0)).items():
         if number not in wanted:
             continue
-        source = cells[number - 1]["source"]
+        source = sources[number]
         pieces = source if isinstance(source, list) else [source]
         offsets = [s for s, _ in _items(text, start)] if isinstance(source, list) else [start]
         piece_starts, total = [], 0
@@ -411,7 +422,7 @@ def fix_notebook(path: str, data: bytes, findings: list[Finding]) -> tuple[bytes
     bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
     text, notebook = read(data)
     cells = notebook["cells"]
-    spans = _source_spans(text, cells)
+    spans = _source_spans(text, code_sources(notebook))
     by_cell: dict[int, list[Finding]] = {}
     for finding in findings:
         if finding.autofix and finding.location.cell in spans:
