@@ -23,6 +23,12 @@ def manifests() -> tuple[list[dict], dict]:
     return bugs, maintained
 
 
+def notebook_commits() -> set[tuple[str, str]]:
+    """(repo, commit) of each notebook in notebooks.json, the notebook measurement."""
+    path = HERE / "notebooks.json"
+    return {(n["repo"], n["commit"]) for n in json.loads(path.read_text())["notebooks"]} if path.is_file() else set()
+
+
 def checkout_name(repo: str, commit: str) -> str:
     return f"{repo.replace('/', '+')}@{commit[:12]}"
 
@@ -65,7 +71,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "checkouts")
     args = parser.parse_args()
     bugs, maintained = manifests()
-    wanted = {(b["repo"], b["commit"]) for b in bugs} | {(p["repo"], p["commit"]) for p in maintained["projects"]}
+    wanted = {(b["repo"], b["commit"]) for b in bugs} | {(p["repo"], p["commit"]) for p in maintained["projects"]} | notebook_commits()
     missing = []
     for repo, commit in sorted(wanted):
         target = args.out / checkout_name(repo, commit)

@@ -193,7 +193,11 @@ def check(
             [*_split(extend_select), *config.get("extend-select", [])],
             ignore_noqa=ignore_noqa,
         )
-        files = discover(paths or ["."], [*config.get("exclude", []), *config.get("extend-exclude", []), *_split(exclude)])
+        files = discover(
+            paths or ["."],
+            [*config.get("exclude", []), *config.get("extend-exclude", []), *_split(exclude)],
+            config.get("extend-include", []),
+        )
         use_cache = not no_cache and config.get("cache", True) and not (fix or diff)
         findings = lint_paths(files, selection, jobs=jobs, cache_dir=Path(".modeguard_cache") if use_cache else None)
         fmt = output_format or OutputFormat(config.get("output-format", "concise"))
@@ -201,7 +205,7 @@ def check(
         fail(str(exc))
     except ValueError as exc:
         fail(f"invalid configuration: {exc}")
-    findings.sort(key=lambda f: (f.filename or "", f.location.row, f.location.column, f.code))
+    findings.sort(key=lambda f: (*_place(f), f.code))
     console = Console(highlight=False)
     if fix or diff:
         findings = _apply_fixes(findings, write=fix, console=stderr)
@@ -215,8 +219,7 @@ def check(
     elif statistics:
         output.print_statistics(console, findings)
     elif fmt is OutputFormat.full:
-        sources = {f.filename: Path(f.filename).read_text(errors="replace").splitlines() for f in findings if f.filename and Path(f.filename).is_file()}
-        output.print_full(console, findings, sources)
+        output.print_full(console, findings, _source_lines(findings))
     else:
         output.print_concise(console, findings)
     if fmt in (OutputFormat.concise, OutputFormat.full) and not statistics:
@@ -231,11 +234,31 @@ def check(
     raise typer.Exit(0 if exit_zero or not findings else 1)
 
 
+def _place(finding) -> tuple:
+    return finding.filename or "", finding.location.cell or 0, finding.location.row, finding.location.column
+
+
+def _source_lines(findings) -> dict:
+    """(filename, notebook cell or None) -> lines, for the files with findings."""
+    from pathlib import Path
+
+    from modeguard.lint.notebooks import cell_lines, is_notebook
+
+    sources = {}
+    for filename in {f.filename for f in findings if f.filename and Path(f.filename).is_file()}:
+        if is_notebook(filename):
+            sources.update({(filename, cell): lines for cell, lines in cell_lines(Path(filename).read_bytes()).items()})
+        else:
+            sources[(filename, None)] = Path(filename).read_text(errors="replace").splitlines()
+    return sources
+
+
 def _apply_fixes(findings, *, write: bool, console: Console):
     """Fix (or show the diff of) every file with fixable findings; return what remains."""
     from pathlib import Path
 
     from modeguard.lint.fixes import apply_fixes, unified_diff
+    from modeguard.lint.notebooks import fix_notebook, is_notebook
 
     remaining = [f for f in findings if not f.autofix]
     by_file: dict[str, list] = {}
@@ -245,18 +268,25 @@ def _apply_fixes(findings, *, write: bool, console: Console):
     total = 0
     for filename, file_findings in by_file.items():
         path = Path(filename)
-        before = path.read_text(encoding="utf-8")
-        after, applied = apply_fixes(before, file_findings)
+        if is_notebook(filename):
+            fixed, applied, diff_text = fix_notebook(filename, path.read_bytes(), file_findings)
+        else:
+            before = path.read_text(encoding="utf-8")
+            after, applied = apply_fixes(before, file_findings)
+            fixed, diff_text = after, unified_diff(filename, before, after)
         if write:
-            path.write_text(after, encoding="utf-8")
+            if isinstance(fixed, bytes):  # a notebook, spliced byte for byte
+                path.write_bytes(fixed)
+            else:
+                path.write_text(fixed, encoding="utf-8")
             total += len(applied)
             remaining.extend(f for f in file_findings if f not in applied)
         else:
-            sys.stdout.write(unified_diff(filename, before, after))
+            sys.stdout.write(diff_text)
             remaining.extend(file_findings)
     if write and total:
         console.print(f"Fixed {total} error(s).", highlight=False)
-    return sorted(remaining, key=lambda f: (f.filename or "", f.location.row, f.location.column))
+    return sorted(remaining, key=_place)
 
 
 @app.command()

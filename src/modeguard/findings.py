@@ -18,8 +18,14 @@ class Severity(str, Enum):
 
 @dataclass(frozen=True)
 class Location:
+    """1-based row and column (UTF-8 bytes). In a notebook, `cell` is the 1-based position of
+    the cell among all cells, `row` is inside that cell and `file_row` is the line of the
+    notebook's JSON text that holds it (for tools that open the file as it is stored)."""
+
     row: int
     column: int
+    cell: int | None = None
+    file_row: int | None = None
 
 
 @dataclass(frozen=True)

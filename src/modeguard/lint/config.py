@@ -12,7 +12,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "output-format", "cache"}
+KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "extend-include", "output-format", "cache"}
 
 
 def load_config(start: Path) -> dict:

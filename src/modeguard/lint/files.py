@@ -11,13 +11,17 @@ DEFAULT_EXCLUDES = (
     ".bzr", ".direnv", ".eggs", ".git", ".hg", ".mypy_cache", ".nox", ".pants.d", ".pytype",
     ".ruff_cache", ".svn", ".tox", ".venv", "venv", "__pypackages__", "_build", "buck-out",
     "build", "dist", "node_modules", "site-packages", ".modeguard_cache", "__pycache__",
+    ".ipynb_checkpoints",
 )
+SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 
 
-def discover(paths: list[str], exclude: list[str] = ()) -> list[Path]:
-    """Python files under `paths`. Paths named explicitly are always read; what is found by
-    walking skips default excludes, `exclude` patterns and anything .gitignore ignores."""
+def discover(paths: list[str], exclude: list[str] = (), include: list[str] = ()) -> list[Path]:
+    """Python files and notebooks under `paths`, and files matching the `include` patterns.
+    Paths named explicitly are always read; what is found by walking skips default excludes,
+    `exclude` patterns and anything .gitignore ignores."""
     excluded = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_EXCLUDES, *exclude])
+    included = pathspec.GitIgnoreSpec.from_lines(include) if include else None
     found: list[Path] = []
     for raw in paths:
         root = Path(raw)
@@ -48,5 +52,11 @@ def discover(paths: list[str], exclude: list[str] = ()) -> list[Path]:
                 )
 
             dirnames[:] = sorted(d for d in dirnames if not skip(here / d, True))
-            found.extend(here / f for f in sorted(filenames) if f.endswith((".py", ".pyi")) and not skip(here / f, False))
+
+            def wanted(name: str) -> bool:
+                if name.endswith(SOURCE_SUFFIXES):
+                    return True
+                return included is not None and (included.match_file(name) or included.match_file((here / name).relative_to(root).as_posix()))
+
+            found.extend(here / f for f in sorted(filenames) if wanted(f) and not skip(here / f, False))
     return found

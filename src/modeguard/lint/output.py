@@ -19,6 +19,12 @@ def _url(code: str) -> str | None:
     return DOCS_URL.format(code=code.lower()) if code in RULES_BY_CODE else None
 
 
+def position(location) -> str:
+    """`3:5`, or `cell 7:3:5` in a notebook (row and column inside cell 7)."""
+    cell = f"cell {location.cell}:" if location.cell is not None else ""
+    return f"{cell}{location.row}:{location.column}"
+
+
 def to_json(findings: list[Finding]) -> str:
     items = []
     for f in findings:
@@ -37,6 +43,7 @@ def to_json(findings: list[Finding]) -> str:
                 "code": f.code,
                 "message": f.message,
                 "filename": f.filename,
+                "cell": f.location.cell,  # notebooks: location and edits are inside this cell
                 "location": _loc(f.location),
                 "end_location": _loc(f.end_location or f.location),
                 "fix": fix,
@@ -69,6 +76,11 @@ def to_sarif(findings: list[Finding]) -> str:
     index = {r["id"]: i for i, r in enumerate(rules)}
     results = []
     for f in findings:
+        end = f.end_location or f.location
+        if f.location.cell is None:
+            region = {"startLine": f.location.row, "startColumn": f.location.column, "endLine": end.row, "endColumn": end.column}
+        else:  # the lines of the stored JSON; the cell and the position inside it as properties
+            region = {"startLine": f.location.file_row or 1, "endLine": max(end.file_row or 1, f.location.file_row or 1)}
         result = {
             "ruleId": f.code,
             "level": SARIF_LEVEL[f.severity.value],
@@ -77,16 +89,13 @@ def to_sarif(findings: list[Finding]) -> str:
                 {
                     "physicalLocation": {
                         "artifactLocation": {"uri": (f.filename or "").replace("\\", "/")},
-                        "region": {
-                            "startLine": f.location.row,
-                            "startColumn": f.location.column,
-                            "endLine": (f.end_location or f.location).row,
-                            "endColumn": (f.end_location or f.location).column,
-                        },
+                        "region": region,
                     }
                 }
             ],
         }
+        if f.location.cell is not None:
+            result["properties"] = {"cell": f.location.cell, "cellStartLine": f.location.row, "cellStartColumn": f.location.column, "cellEndLine": end.row, "cellEndColumn": end.column}
         if f.code in index:
             result["ruleIndex"] = index[f.code]
         results.append(result)
@@ -109,10 +118,12 @@ def to_github(findings: list[Finding]) -> str:
     for f in findings:
         end = f.end_location or f.location
         message = f.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        lines.append(
-            f"::{level[f.severity.value]} title=modeguard ({f.code}),file={f.filename},line={f.location.row},"
-            f"col={f.location.column},endLine={end.row},endColumn={end.column}::{f.code} {message}"
-        )
+        if f.location.cell is None:
+            where = f"line={f.location.row},col={f.location.column},endLine={end.row},endColumn={end.column}"
+        else:  # the line of the stored JSON; the cell position goes in the message
+            where = f"line={f.location.file_row or 1}"
+            message = f"{position(f.location)} {message}"
+        lines.append(f"::{level[f.severity.value]} title=modeguard ({f.code}),file={f.filename},{where}::{f.code} {message}")
     return "\n".join(lines)
 
 
@@ -120,16 +131,17 @@ def print_concise(console: Console, findings: list[Finding]) -> None:
     for f in findings:
         fixable = " [*]" if f.autofix else ""
         console.print(
-            f"[bold]{escape(f.filename or '')}[/]:{f.location.row}:{f.location.column}: "
+            f"[bold]{escape(f.filename or '')}[/]:{position(f.location)}: "
             f"[bold red]{f.code}[/]{escape(fixable)} {escape(f.message)}",
             highlight=False, soft_wrap=True, markup=True,
         )
 
 
-def print_full(console: Console, findings: list[Finding], sources: dict[str, list[str]]) -> None:
+def print_full(console: Console, findings: list[Finding], sources: dict[tuple[str, int | None], list[str]]) -> None:
+    """`sources`: the lines of each (filename, notebook cell or None)."""
     for f in findings:
         print_concise(console, [f])
-        lines = sources.get(f.filename) or []
+        lines = sources.get((f.filename, f.location.cell)) or []
         if 0 < f.location.row <= len(lines):
             line = lines[f.location.row - 1].rstrip("\n")
             console.print(f"  {f.location.row:>4} | {line}", highlight=False, markup=False, soft_wrap=True)

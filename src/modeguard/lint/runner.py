@@ -12,6 +12,7 @@ from pathlib import Path
 from modeguard import __version__
 from modeguard.findings import Finding
 from modeguard.lint.engine import Selection, lint_bytes
+from modeguard.lint.notebooks import is_notebook, lint_notebook
 
 PARALLEL_THRESHOLD = 32  # below this many files a process pool costs more than it saves
 
@@ -23,6 +24,8 @@ def lint_file(path: Path, selection: Selection) -> list[Finding]:
         from modeguard.findings import Location, Severity
 
         return [Finding("MG100", Severity.ERROR, f"cannot read the file: {exc.strerror}", filename=str(path), location=Location(1, 1), end_location=Location(1, 1))]
+    if is_notebook(path):
+        return lint_notebook(str(path), data, selection)
     return lint_bytes(str(path), data, selection)
 
 
