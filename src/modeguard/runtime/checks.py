@@ -141,6 +141,10 @@ class _Call:
         self.site, self.state, self.live = site, state, 0
 
 
+def _modules_by_id(root: nn.Module, ids: dict[int, str]) -> list[nn.Module]:
+    return [m for item in unreached_modules(root) for m in item.module.modules() if id(m) in ids]
+
+
 class ModelState:
     """What the checks remember about one model (the outermost module of a call)."""
 
@@ -152,12 +156,19 @@ class ModelState:
         self.names = {id(m): name for name, m in named}
         self.names[id(root)] = ""
         self.kinds = {id(m): describe(m) for _, m in [("", root), *named]}
-        self.sensitive = any(v is not None for v in self.kinds.values())
+        # modules in plain lists/dicts: model.eval() does not reach them (MG307)
+        self.unregistered = {
+            id(sub): item.path + (f".{name}" if name else "")
+            for item in unreached_modules(root) if not item.registered_elsewhere
+            for name, sub in item.module.named_modules()
+        }
+        self.sensitive = any(v is not None for v in self.kinds.values()) or any(
+            describe(m) is not None for m in _modules_by_id(root, self.unregistered)
+        )
         self.batchnorms = [m for m in [root, *self.modules] if isinstance(m, _BatchNorm)]
         self.flags: tuple | None = None
         self.root_mode: bool | None = None
         self.training_sensitive: list[str] = []
-        self.unregistered: dict[int, str] | None = None
         self.calls: deque[_Call] = deque()
         self.run: Counter = Counter()  # consecutive inference forwards, by call site
         self.run_after_training = False
@@ -444,17 +455,12 @@ class Checks:
         state = self.current
         if id(module) in state.names or self.root_training or not module.training or describe(module) is None:
             return
-        if state.unregistered is None:
-            root = state.root()
-            state.unregistered = {
-                id(sub): item.path + (f".{name}" if name else "")
-                for item in unreached_modules(root) for name, sub in item.module.named_modules()
-            } if root is not None else {}
         path = state.unregistered.get(id(module), type(module).__name__)
         self._report(
-            "MG307", self.site(), state, path,
-            f"{type(module).__name__} ran in training mode inside the model in eval mode: it is kept in "
-            "a plain Python list/dict, so model.eval() never reached it",
+            "MG307", self.site(), state, path.split("[")[0],
+            f"{type(module).__name__} {path} ran in training mode inside the model in eval mode: it "
+            "is kept in a plain Python list/dict, so model.eval() never reached it (nor .to(), "
+            ".parameters() and state_dict())",
             "wrap the container in nn.ModuleList / nn.ModuleDict (or nn.Sequential)",
         )
 
@@ -497,7 +503,7 @@ class Checks:
         for site, n in state.run.items():
             self._report(
                 "MG301", site, state, "",
-                f"inference in training mode (forgot model.eval()?): {n} forward(s) here ran with "
+                "inference in training mode (forgot model.eval()?): forwards here ran with "
                 f"mode-dependent layers in training mode ({layers}) and their outputs never reached "
                 f"a backward(); {evidence}. Dropout dropped and BatchNorm used batch statistics "
                 "(and updated its running statistics)",
