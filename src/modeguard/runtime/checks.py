@@ -5,9 +5,10 @@ Global module hooks see every forward; autograd hooks and weak-reference finaliz
 outputs tell whether a forward reached a backward. Each finding is decided from what happened:
 
 - MG301: a model whose Dropout/BatchNorm are in training mode runs forwards whose outputs never
-  reach a backward, two or more in a row (a validation loop, a teacher whose parameters never
-  change). One such forward between training steps of the same model (GAN sampling, logging a
-  sample) and a model updated from another one (momentum/EMA encoder) are not findings.
+  reach a backward (a validation loop, a prediction, a teacher whose parameters never change).
+  Single forwards between training steps of the same model (GAN sampling, logging a sample; the
+  last one at that line too) and a model updated from another one (momentum/EMA encoder) are
+  not findings.
 - MG302: backward through outputs computed in eval mode, and the parameters then changed (an
   optimizer step). Saliency and adversarial gradients change no parameter.
 - MG303: a submodule with mode-dependent layers in another mode than its model, checked on every
@@ -179,6 +180,7 @@ class ModelState:
         self.updated_elsewhere = False
         self.eval_backward: dict[Site, list[torch.Tensor]] = {}
         self.probed: set[Site] = set()
+        self.interleaved: set[Site] = set()  # sites of single forwards between training steps
         self.uncalibrated: dict[int, tuple] = {}
 
     def subtree_sensitive(self, module: nn.Module) -> bool:
@@ -473,6 +475,8 @@ class Checks:
             if call.state == _FAILED:
                 continue
             if call.state == _TRAINED:
+                if len(state.run) == 1 and sum(state.run.values()) == 1 and state.run_after_training:
+                    state.interleaved.update(state.run)  # one forward between training steps
                 state.ever_trained = state.last_trained = True
                 state.run, state.run_reported, state.run_start = Counter(), False, None
                 continue
@@ -484,10 +488,10 @@ class Checks:
             if sum(state.run.values()) >= 2:
                 self._judge_run(root, state)
 
-    def _judge_run(self, root: nn.Module, state: ModelState, at_end: bool = False) -> None:
+    def _judge_run(self, root: nn.Module, state: ModelState) -> None:
         count = sum(state.run.values())
-        if count == 1 and state.run_after_training:
-            return  # one forward between training steps: sampling or logging, on purpose
+        if count == 1 and state.run_after_training and next(iter(state.run)) in state.interleaved:
+            return  # the last of the forwards made between training steps: sampling or logging
         if not state.ever_trained:
             if state.updated_elsewhere:
                 return
@@ -579,16 +583,18 @@ class Checks:
             )
 
     # -- the end ------------------------------------------------------------------------------
-    def flush(self) -> list[Finding]:
-        """Decide what waited for the end: forwards whose outputs are still alive count as
-        never having reached a backward. Returns the new findings."""
+    def flush(self, final: bool = True) -> list[Finding]:
+        """Decide what waited for the end (of the program, a test or a cell) and return the new
+        findings. With `final`, forwards whose outputs are still alive count as never having
+        reached a backward; otherwise they stay undecided."""
         for root, state in list(self.models.items()):
-            for call in state.calls:
-                if call.state == _PENDING:
-                    call.state = _INFERENCE
+            if final:
+                for call in state.calls:
+                    if call.state == _PENDING:
+                        call.state = _INFERENCE
             self._advance(root, state)
             if state.run:
-                self._judge_run(root, state, at_end=True)
+                self._judge_run(root, state)
             state.run, state.run_start, state.run_reported = Counter(), None, False
             if state.eval_backward:
                 self._check_eval_backward(root, state)

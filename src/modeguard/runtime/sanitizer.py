@@ -14,8 +14,8 @@ from modeguard.runtime.checks import Checks
 
 
 class Session:
-    """The checks over every model in this process; `collect()` decides what waited and returns
-    the findings since the last collect."""
+    """The checks over every model in this process; `collect()` returns the findings since the
+    last collect."""
 
     def __init__(self):
         self.checks = Checks()
@@ -25,13 +25,15 @@ class Session:
         self.checks.install()
         return self
 
-    def collect(self) -> list[Finding]:
-        new = self.checks.flush()
+    def collect(self, final: bool = False) -> list[Finding]:
+        """At the end of a test or a cell (outputs still alive may yet reach a backward), or
+        with `final` at the end of the program."""
+        new = self.checks.flush(final)
         self.findings.extend(new)
         return new
 
     def stop(self) -> list[Finding]:
-        new = self.collect()
+        new = self.collect(final=True)
         self.checks.remove()
         return new
 
@@ -86,6 +88,6 @@ def _print_user_traceback(exc: BaseException) -> None:
     """The traceback from the program's first frame on, without modeguard's and runpy's."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tb = exc.__traceback__
-    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(here) or tb.tb_frame.f_code.co_filename == runpy.__file__):
+    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith((here, "<frozen runpy")) or tb.tb_frame.f_code.co_filename == runpy.__file__):
         tb = tb.tb_next
     traceback.print_exception(type(exc), exc, tb)
