@@ -370,15 +370,21 @@ def rule_markdown(found) -> str:
 
 @app.command()
 def rules() -> None:
-    """List every rule."""
+    """List every rule of the linter, and the codes `modeguard run` reports."""
     from rich.table import Table
 
     from modeguard.lint.rules import ALL_RULES
+
+    from modeguard.run_codes import RUN_CODES
 
     table = Table("code", "name", "fix", "default", "summary")
     for r in ALL_RULES:
         table.add_row(r.code, r.name, "yes" if r.fixable else "", "yes" if r.default_enabled else "no", r.summary)
     Console().print(table)
+    observed = Table("code", "name", "severity", "linter rule", "summary", title="observed by `modeguard run` and guard()", title_justify="left")
+    for c in RUN_CODES.values():
+        observed.add_row(c.code, c.name, c.severity.value, c.lint_rule or "", c.summary)
+    Console().print(observed)
 
 
 def main() -> None:
