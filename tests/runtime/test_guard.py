@@ -153,7 +153,8 @@ def test_remove_takes_every_hook_off():
     before = (len(torch_module._global_forward_hooks), len(torch_module._global_forward_pre_hooks))
     handle = modeguard.guard(model)
     model(torch.randn(4, 4))
-    handle.remove()
+    with pytest.warns(modeguard.ModeWarning, match="MG301"):  # decided when the guard comes off
+        handle.remove()
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     assert (len(torch_module._global_forward_hooks), len(torch_module._global_forward_pre_hooks)) == before
     with pytest.raises(ValueError, match="Expected more than 1 value"):

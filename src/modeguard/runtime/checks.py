@@ -33,7 +33,6 @@ import sys
 import sysconfig
 import weakref
 from collections import Counter, deque
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch

@@ -24,7 +24,7 @@ def fgsm(x, y, eps=0.1):
 
 for step in range(8):
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
-    x_adv = fgsm(x, y)
+    x_adv = fgsm(x, y)  # noqa: MG102 - the buggy version omits model.train() below
     if not BUG:
         model.train()
     optimizer.zero_grad()  # the attack's gradients on the weights are discarded

@@ -32,7 +32,7 @@ class Decoder(nn.Module):
     def forward(self, tokens, state):
         emb = self.embed(tokens)
         if BUG:
-            emb = F.dropout(emb, 0.3)  # BUG: MG305
+            emb = F.dropout(emb, 0.3)  # noqa: MG105 - BUG: MG305
         else:
             emb = F.dropout(emb, 0.3, training=self.training)
         out, state = self.rnn(emb, state)

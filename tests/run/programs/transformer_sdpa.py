@@ -22,7 +22,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if BUG:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p)  # BUG: MG306
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p)  # noqa: MG106 - BUG: MG306
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
