@@ -1,9 +1,16 @@
 """Cost of `modeguard run`: one training epoch and one evaluation pass of resnet18 on CPU (32x32
-images), as a plain `python` program and under `python -m modeguard run`, side by side
-(interleaved rounds, medians of the times the program measures itself, plus whole-process wall
-time including start-up). Writes benchmarks/results/run_overhead.json.
+images), side by side in one run:
 
-    python benchmarks/run_overhead.py [--rounds 5]
+- in one process, epochs and evaluation passes alternate with the sanitizer's checks off and on
+  (the same `Session` that `modeguard run` installs): the hot-path cost, robust to machine load;
+- as separate processes, `python prog.py` against `python -m modeguard run prog.py` (the times the
+  program measures itself, and the whole process including start-up).
+
+Epoch and evaluation times are CPU seconds of the (single-threaded) process, which machine load
+disturbs far less than wall-clock time; the whole process is wall-clock. Medians over
+interleaved rounds. Writes benchmarks/results/run_overhead.json.
+
+    python benchmarks/run_overhead.py [--rounds 5] [--process-rounds 3]
 """
 
 from __future__ import annotations
@@ -20,8 +27,7 @@ from pathlib import Path
 IMAGES, BATCH, SIZE = 256, 32, 32
 
 
-def workload() -> None:
-    """The measured program: train one epoch, evaluate once; prints its own timings as JSON."""
+def setup():
     import torch
     import torchvision
 
@@ -29,21 +35,49 @@ def workload() -> None:
     torch.set_num_threads(1)
     model = torchvision.models.resnet18(weights=None, num_classes=10)
     data = [(torch.randn(BATCH, 3, SIZE, SIZE), torch.randint(0, 10, (BATCH,))) for _ in range(IMAGES // BATCH)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return model, data, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+
+def epoch_and_evaluation(model, data, optimizer) -> tuple[float, float]:
+    import torch
+
     model.train()
-    start = time.perf_counter()
+    start = time.process_time()
     for x, y in data:
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    train = time.perf_counter() - start
+    train = time.process_time() - start
     model.eval()
-    start = time.perf_counter()
+    start = time.process_time()
     with torch.no_grad():
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in data)
-    evaluate = time.perf_counter() - start
-    print(json.dumps({"train_s": train, "eval_s": evaluate, "correct": correct}))
+        for x, _ in data:
+            model(x)
+    return train, time.process_time() - start
+
+
+def workload() -> None:
+    """The measured program: train one epoch, evaluate once; prints its own timings as JSON."""
+    train, evaluate = epoch_and_evaluation(*setup())
+    print(json.dumps({"train_s": train, "eval_s": evaluate}))
+
+
+def in_process(rounds: int) -> dict[str, list[dict]]:
+    """Checks off and on alternately in one process (the order flips every round)."""
+    from modeguard.runtime.sanitizer import Session
+
+    model, data, optimizer = setup()
+    epoch_and_evaluation(model, data, optimizer)  # warm-up
+    runs: dict[str, list[dict]] = {"plain": [], "modeguard run": []}
+    for round_ in range(rounds):
+        for checked in ((False, True) if round_ % 2 == 0 else (True, False)):
+            session = Session().start() if checked else None
+            train, evaluate = epoch_and_evaluation(model, data, optimizer)
+            if session is not None:
+                assert session.stop() == []
+            runs["modeguard run" if checked else "plain"].append({"train_s": train, "eval_s": evaluate})
+    return runs
 
 
 def measure(command: list[str]) -> dict:
@@ -58,7 +92,8 @@ def measure(command: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="in-process rounds")
+    parser.add_argument("--process-rounds", type=int, default=3, help="rounds of separate processes")
     parser.add_argument("--workload", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.workload:
@@ -75,24 +110,32 @@ def main() -> None:
         "plain": [sys.executable, script, "--workload"],
         "modeguard run": [sys.executable, "-m", "modeguard", "run", script, "--workload"],
     }
-    runs: dict[str, list[dict]] = {name: [] for name in commands}
-    for _ in range(options.rounds):
-        for name, command in commands.items():
-            runs[name].append(measure(command))
-    medians = {name: {k: statistics.median(r[k] for r in rs) for k in ("train_s", "eval_s", "process_s")} for name, rs in runs.items()}
+    processes: dict[str, list[dict]] = {name: [] for name in commands}
+    for round_ in range(options.process_rounds):
+        for name in (list(commands) if round_ % 2 == 0 else list(reversed(commands))):
+            processes[name].append(measure(commands[name]))
+    same_process = in_process(options.rounds)
     table = results_table(
         f"modeguard run overhead: resnet18, {IMAGES} images {SIZE}x{SIZE}, batch {BATCH}, CPU 1 thread "
-        f"(torch {torch.__version__}, median of {options.rounds} interleaved rounds)",
-        ("phase", "plain (s)", "modeguard run (s)", "overhead"),
+        f"(torch {torch.__version__}; medians of interleaved rounds)",
+        ("measurement", "plain (s)", "modeguard run (s)", "overhead"),
     )
     results = []
-    for key, label in (("train_s", "training epoch"), ("eval_s", "evaluation pass"), ("process_s", "whole process (incl. start-up)")):
-        plain, checked = medians["plain"][key], medians["modeguard run"][key]
+    rows = [
+        (same_process, "train_s", f"training epoch, one process ({options.rounds} rounds)"),
+        (same_process, "eval_s", f"evaluation pass, one process ({options.rounds} rounds)"),
+        (processes, "train_s", f"training epoch, separate processes ({options.process_rounds} rounds)"),
+        (processes, "eval_s", f"evaluation pass, separate processes ({options.process_rounds} rounds)"),
+        (processes, "process_s", "whole process incl. start-up (wall-clock)"),
+    ]
+    for runs, key, label in rows:
+        plain = statistics.median(r[key] for r in runs["plain"])
+        checked = statistics.median(r[key] for r in runs["modeguard run"])
         table.add_row(label, f"{plain:.3f}", f"{checked:.3f}", f"{100 * (checked / plain - 1):+.2f}%")
-        results.append({"phase": label, "plain_s": plain, "modeguard_run_s": checked, "overhead": checked / plain - 1})
+        results.append({"measurement": label, "plain_s": plain, "modeguard_run_s": checked, "overhead": checked / plain - 1})
     Console().print(table)
-    Console().print(f"sanitizer report: {runs['modeguard run'][-1]['report']}")
-    save("run_overhead", {"results": results, "runs": runs})
+    Console().print(f"sanitizer report: {processes['modeguard run'][-1]['report']}")
+    save("run_overhead", {"results": results, "in_process": same_process, "processes": processes})
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 from tests.run.conftest import PROGRAMS, run_modeguard
 
 PROGRAM_FILES = sorted(p.name for p in PROGRAMS.glob("*.py"))
-MARKER = re.compile(r"#\s*BUG:\s*(MG\d{3})")
+MARKER = re.compile(r"#.*\bBUG:\s*(MG\d{3})")
 
 
 def planted(path) -> set[tuple[str, int]]:
