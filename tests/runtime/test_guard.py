@@ -166,3 +166,12 @@ def test_bad_arguments():
         modeguard.guard(model_with_bn(), on="explode")
     with pytest.raises(modeguard.InputError):
         modeguard.guard(model_with_bn(), allow_eval=["nope"])
+
+
+def test_a_guarded_submodule_is_checked_when_its_parent_is_called():
+    backbone = model_with_bn()
+    model = nn.Sequential(backbone, nn.Linear(2, 2)).train()
+    with pytest.warns(modeguard.ModeWarning, match="MG301 Sequential"):
+        with modeguard.guard(backbone), torch.no_grad():
+            for _ in range(2):
+                model(torch.randn(4, 4))

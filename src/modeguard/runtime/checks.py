@@ -266,6 +266,7 @@ class Checks:
         self.models: "weakref.WeakKeyDictionary[nn.Module, ModelState]" = weakref.WeakKeyDictionary()
         self.calls_checked = 0
         self.depth = 0
+        self.root_depth = 0
         self.current: ModelState | None = None
         self.root_training = True
         self.root_site: Site | None = None
@@ -320,21 +321,23 @@ class Checks:
     def _before(self, module: nn.Module, args):
         depth = self.depth
         self.depth = depth + 1
-        if depth:
-            if self.current is not None:
-                if self.stack is not None:
-                    self.stack.append(module)
-                if module.training != self.root_training:
-                    self._mismatch(module)
-                elif self.raise_single_value and module.training and isinstance(module, _BatchNorm):
-                    self._single_value_precheck(module, args)
+        if self.current is not None:  # inside a checked model
+            if self.stack is not None:
+                self.stack.append(module)
+            if module.training != self.root_training:
+                self._mismatch(module)
+            elif self.raise_single_value and module.training and isinstance(module, _BatchNorm):
+                self._single_value_precheck(module, args)
             return None
-        scoped = self.scope is None or module is self.scope()
-        state = self._state(module) if scoped else None
-        if state is None or not state.sensitive:
-            self.current = None
+        if self.scope is None:
+            if depth:
+                return None  # inside a model without mode-dependent layers
+        elif module is not self.scope():
             return None
-        self.current = state
+        state = self._state(module)
+        if not state.sensitive:
+            return None
+        self.current, self.root_depth = state, depth
         self._root_call(module, state)
         if self.on_root is not None:
             self.on_root()
@@ -344,13 +347,13 @@ class Checks:
         self.depth = depth = max(self.depth - 1, 0)
         if result is None:
             self._explain_exception(module)
-        if depth:
-            if self.stack is not None and self.stack and self.stack[-1] is module:
+        if self.current is None:
+            return None
+        if depth != self.root_depth:
+            if self.stack and self.stack[-1] is module:
                 self.stack.pop()
             return None
         state, self.current = self.current, None
-        if state is None or not (self.scope is None or module is self.scope()):
-            return None
         self._root_done(module, state, result)
         if self.on_root is not None:
             self.on_root()
