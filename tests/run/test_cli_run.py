@@ -97,3 +97,40 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         result = run_modeguard(*args)
         assert result.returncode == 2
         assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_results_and_random_streams_are_the_same_as_without_modeguard(tmp_path):
+    program = write(tmp_path, textwrap.dedent(
+        """
+        import torch
+        from torch import nn
+        from torch.nn import functional as F
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.3), nn.Linear(8, 2))
+
+            def forward(self, x):
+                return F.dropout(self.body(x), 0.1)  # random in eval too: modeguard only watches it
+
+        torch.manual_seed(0)
+        model = Net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(3):
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            print(model(torch.randn(3, 4)).tolist(), torch.rand(2).tolist())
+        print(model.body[1].running_mean.tolist(), [m.training for m in model.modules()])
+        """
+    ), name="same.py")
+    import subprocess
+    import sys
+
+    plain = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120)
+    checked = run_modeguard("run", program)
+    assert plain.returncode == checked.returncode == 0
+    assert checked.stdout == plain.stdout
+    assert "MG305" in checked.stderr
