@@ -38,8 +38,8 @@ def write(tmp_path, text=PROGRAM, name="train.py"):
 
 
 def test_the_program_runs_unchanged_and_the_report_goes_to_stderr(tmp_path):
-    result = run_modeguard("run", write(tmp_path), "7", "--lr", "3")
-    assert result.stdout == "argv ['7', '--lr', '3'] __main__\n"  # its options are its own
+    result = run_modeguard("run", write(tmp_path), "7", "--lr", "3", "--output", "x", "--help")
+    assert result.stdout == "argv ['7', '--lr', '3', '--output', 'x', '--help'] __main__\n"  # its options are its own
     assert result.returncode == 7
     assert f"train.py:{PREDICT_LINE}:1: MG301" in result.stderr
     assert "inference-in-training-mode" in result.stderr  # the summary table
