@@ -494,7 +494,7 @@ class Checks:
         count = sum(state.run.values())
         if count == 1 and state.run_after_training and next(iter(state.run)) in state.interleaved:
             return  # the last of the forwards made between training steps: sampling or logging
-        if not state.ever_trained:
+        if not state.ever_trained and not state.run_reported:  # decided once per run
             if state.updated_elsewhere:
                 return
             if state.run_start is not None and not _same(state.run_start, _fingerprint(root)):
