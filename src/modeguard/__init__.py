@@ -53,6 +53,19 @@ __all__ = [
 ]
 
 
+def load_ipython_extension(shell: Any) -> None:
+    """`%load_ext modeguard`: adds `%modeguard on|off` (run-time mode checks per cell)."""
+    from modeguard.ipython import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    from modeguard.ipython import unload_ipython_extension as unload
+
+    unload(shell)
+
+
 def __getattr__(name: str) -> Any:
     if name in _RUNTIME_API:
         from modeguard._lazy import require_torch

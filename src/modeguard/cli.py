@@ -289,6 +289,113 @@ def _apply_fixes(findings, *, write: bool, console: Console):
     return sorted(remaining, key=_place)
 
 
+class RunFormat(str, Enum):
+    full = "full"
+    concise = "concise"
+    json = "json"
+    sarif = "sarif"
+    github = "github"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+
+@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def run(
+    target: Optional[str] = typer.Argument(None, help="the script (or, with -m, the module's first argument)"),
+    args: Optional[List[str]] = typer.Argument(None, help="the program's own arguments"),
+    module: Optional[str] = typer.Option(None, "-m", "--module", help="run a module, as python -m does"),
+    output_format: RunFormat = typer.Option(RunFormat.full, help="full (rich summary), concise, json, sarif or github"),
+    output: Optional[str] = typer.Option(None, "--output", help="write the report to this file (default: stderr)"),
+    fail_on: FailOn = typer.Option(FailOn.never, help="exit 1 (or the program's non-zero code) when findings of this severity or worse were reported"),
+) -> None:
+    """Run a Python program unchanged and report the train/eval-mode bugs it showed (MG3xx).
+    modeguard's options come before the script; everything after it is the program's."""
+    from pathlib import Path
+
+    from modeguard._lazy import require_torch
+
+    try:
+        require_torch("modeguard run")
+    except ModeguardError as exc:
+        fail(str(exc))
+    if module is None and target is None:
+        fail("name a script (modeguard run train.py ...) or a module (modeguard run -m package.module ...)")
+    if module is None and not Path(target).is_file():
+        fail(f"{target}: no such file")
+    if module is not None:
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            fail(f"no module named {module!r}")
+    if output:
+        output = _rank_path(output)
+        try:
+            Path(output).write_text("", encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror}")
+    from modeguard.runtime.sanitizer import run_program
+
+    program_args = ([target] if module and target else []) + list(args or [])
+    result = run_program(module or target, program_args, as_module=module is not None)
+    _write_run_report(result, output_format, output)
+    worst = {FailOn.error: 0, FailOn.warning: 1, FailOn.never: -1}[fail_on]
+    if result.exit_code == 0 and any(f.severity.rank <= worst for f in result.findings):
+        raise typer.Exit(1)
+    raise typer.Exit(result.exit_code)
+
+
+def _rank_path(path: str) -> str:
+    """Under torchrun each rank writes its own report: out.json -> out.rank1.json."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return path
+    stem, dot, suffix = path.rpartition(".")
+    rank = os.environ.get("RANK", "0")
+    return f"{stem}.rank{rank}.{suffix}" if dot and "/" not in suffix else f"{path}.rank{rank}"
+
+
+def _write_run_report(result, fmt: "RunFormat", output: Optional[str]) -> None:
+    import io
+    import os
+    from pathlib import Path
+
+    from modeguard.lint import output as reporters
+
+    findings = sorted(result.findings, key=lambda f: (f.severity.rank, f.filename or "", f.location.row, f.code))
+    rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    if fmt in (RunFormat.json, RunFormat.sarif, RunFormat.github):
+        text = {RunFormat.json: reporters.to_json, RunFormat.sarif: reporters.to_sarif, RunFormat.github: reporters.to_github}[fmt](findings)
+        text = text + "\n" if text else ""
+    else:
+        buffer = io.StringIO()
+        console = Console(file=buffer, highlight=False, force_terminal=output is None and sys.stderr.isatty(), width=120 if output else None)
+        if findings:
+            console.rule(f"[bold]modeguard run{rank}: {len(findings)} mode problem(s) in {result.calls_checked} checked model call(s)", align="left")
+            if fmt is RunFormat.full:
+                sources = {f.filename: Path(f.filename).read_text(errors="replace").splitlines() for f in findings if f.filename and Path(f.filename).is_file()}
+                reporters.print_full(console, findings, sources)
+                reporters.print_statistics(console, findings)
+            else:
+                reporters.print_concise(console, findings)
+        else:
+            console.print(f"modeguard run{rank}: no mode problem in {result.calls_checked} checked model call(s)", style="green")
+        text = buffer.getvalue()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
 @app.command()
 def rule(code: str = typer.Argument(..., help="a rule code, e.g. MG105")) -> None:
     """Explain one rule, with examples of code it flags and code it accepts."""
@@ -314,15 +421,21 @@ def rule_markdown(found) -> str:
 
 @app.command()
 def rules() -> None:
-    """List every rule."""
+    """List every rule of the linter, and the codes `modeguard run` reports."""
     from rich.table import Table
 
     from modeguard.lint.rules import ALL_RULES
+
+    from modeguard.run_codes import RUN_CODES
 
     table = Table("code", "name", "fix", "default", "summary")
     for r in ALL_RULES:
         table.add_row(r.code, r.name, "yes" if r.fixable else "", "yes" if r.default_enabled else "no", r.summary)
     Console().print(table)
+    observed = Table("code", "name", "severity", "linter rule", "summary", title="observed by `modeguard run` and guard()", title_justify="left")
+    for c in RUN_CODES.values():
+        observed.add_row(c.code, c.name, c.severity.value, c.lint_rule or "", c.summary)
+    Console().print(observed)
 
 
 def main() -> None:

@@ -48,15 +48,19 @@ def test_guard_on_keyword_calls():
     with modeguard.guard(model):
         with pytest.warns(modeguard.ModeWarning, match="forgot model.eval"):
             with torch.no_grad():
-                model(**inputs())
+                for _ in range(2):
+                    model(**inputs())
         model.eval()
         with warnings.catch_warnings():
             warnings.simplefilter("error", modeguard.ModeWarning)
             with torch.no_grad():
                 model(**inputs())
-        with pytest.raises(modeguard.ModeError, match="training step in eval mode"):
-            with modeguard.guard(model, on="raise"):
-                model(**inputs()).logits.sum().backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(modeguard.ModeError, match="training step in eval mode"):
+        with modeguard.guard(model, on="raise"):
+            model(**inputs()).logits.sum().backward()
+            optimizer.step()
+            model(**inputs())
 
 
 def test_predict_mc_on_logits():

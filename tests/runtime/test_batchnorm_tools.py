@@ -144,3 +144,21 @@ def test_bn_health():
     assert not any(h.never_calibrated or h.shifted for h in same.layers)
     assert shifted.layers[0].shifted and shifted.layers[0].mean_shift > 1
     assert "mean shift" in str(shifted.to_dict()).replace("_", " ")
+
+
+def test_recalibrate_bn_skips_a_trailing_batch_of_one_with_a_note():
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+    with pytest.warns(UserWarning, match="skipped 1 batch"):
+        report = modeguard.recalibrate_bn(model, [torch.randn(8, 4), torch.randn(8, 4), torch.randn(1, 4)], progress=False)
+    assert report.batches == 2 and int(model[1].num_batches_tracked) == 2
+
+
+def test_recalibrate_bn_with_dict_batches_the_model_does_not_take_hints_input_fn():
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+    batches = [{"image": torch.randn(8, 4), "label": torch.zeros(8)}]
+    before = model[1].running_mean.clone()
+    with pytest.raises(modeguard.InputError, match="input_fn=lambda b: b\\['image'\\]"):
+        modeguard.recalibrate_bn(model, batches, progress=False)
+    assert torch.equal(model[1].running_mean, before)
+    modeguard.recalibrate_bn(model, batches, input_fn=lambda b: b["image"], progress=False)
+    assert not torch.equal(model[1].running_mean, before)

@@ -100,3 +100,29 @@ def test_output_fn_for_structured_outputs():
         warnings.simplefilter("error")
         with modeguard.mc_dropout(Dict()):
             pass
+
+
+class SequenceFirst(nn.Module):
+    """An LSTM tagger on (time, batch, features) inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(3, 8, num_layers=2, dropout=0.3)
+        self.drop = nn.Dropout(0.3)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(self.drop(self.rnn(x)[0]))
+
+
+def test_predict_mc_on_a_sequence_first_model_is_not_tiled_along_time():
+    torch.manual_seed(0)
+    model = SequenceFirst()
+    x = torch.randn(5, 4, 3)  # 5 steps, 4 sequences
+    looped_mean, _ = modeguard.predict_mc(model, x, samples=200, batch_replicate=False)
+    for options in ({}, {"batch_dim": 1}):  # default: falls back to the loop; batch_dim=1: tiled per sequence
+        mean, std = modeguard.predict_mc(model, x, samples=200, **options)
+        assert mean.shape == std.shape == (5, 4, 2)
+        assert torch.allclose(mean, looped_mean, atol=0.08)
+    with torch.no_grad():  # tiling along time would have made 200x longer sequences
+        assert not torch.allclose(model.eval()(x.repeat(2, 1, 1))[5:], model(x), atol=1e-3)

@@ -13,6 +13,7 @@ from modeguard import __version__
 from modeguard.findings import Finding
 from modeguard.lint.rule import DOCS_URL
 from modeguard.lint.rules import ALL_RULES, RULES_BY_CODE
+from modeguard.run_codes import RUN_CODES
 
 
 def _url(code: str) -> str | None:
@@ -72,6 +73,15 @@ def to_sarif(findings: list[Finding]) -> str:
             "defaultConfiguration": {"level": SARIF_LEVEL[r.severity.value]},
         }
         for r in ALL_RULES
+    ] + [
+        {
+            "id": r.code,
+            "name": r.name,
+            "shortDescription": {"text": r.summary},
+            "defaultConfiguration": {"level": SARIF_LEVEL[r.severity.value]},
+            **({"relationships": [{"target": {"id": r.lint_rule}, "kinds": ["relevant"]}]} if r.lint_rule else {}),
+        }
+        for r in RUN_CODES.values()
     ]
     index = {r["id"]: i for i, r in enumerate(rules)}
     results = []
@@ -158,6 +168,6 @@ def print_statistics(console: Console, findings: list[Finding]) -> None:
     for column in ("count", "code", "name", "fixable"):
         table.add_column(column)
     for code, count in counts.most_common():
-        rule = RULES_BY_CODE.get(code)
+        rule = RULES_BY_CODE.get(code) or RUN_CODES.get(code)
         table.add_row(str(count), code, rule.name if rule else "internal-error", "[*]" if fixable[code] else "")
     console.print(table)

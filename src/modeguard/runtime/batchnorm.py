@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -17,7 +18,7 @@ from modeguard.errors import InputError
 from modeguard.runtime import batchnorm_health as bnh
 from modeguard.runtime.rendering import Presentable
 from modeguard.runtime.state import ModuleModes
-from modeguard.runtime.trees import call_model, to_device
+from modeguard.runtime.trees import batch_size, call_model, to_device
 
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 
@@ -158,7 +159,7 @@ def recalibrate_bn(
         moments.setdefault(name, ChannelMoments(x.shape[1], bn.running_mean.device)).add(count, bn.running_mean, var_biased)
 
     handles = []
-    batches = 0
+    batches = single = 0
     first_param = next(iter([*model.parameters(), *model.buffers()]))
     to_input = input_fn or default_input
     try:
@@ -174,8 +175,15 @@ def recalibrate_bn(
             for batch in _progress(data, total, progress):
                 if max_batches is not None and batches >= max_batches:
                     break
-                call_model(model, to_device(to_input(batch), first_param.device, None))
+                inputs = to_input(batch)
+                if batch_size(inputs) == 1:
+                    single += 1  # BatchNorm cannot take one sample in training mode
+                    continue
+                _call_with_batch(model, to_device(inputs, first_param.device, None), batch, input_fn)
                 batches += 1
+        if single:
+            warnings.warn(f"recalibrate_bn: skipped {single} batch(es) of one sample (BatchNorm needs at least "
+                          "two values per channel); DataLoader(drop_last=True) avoids them", stacklevel=2)
         world = _distributed_world_size()
         if world > 1:
             # every rank reduces every layer in the same order, even one that saw no data
@@ -223,6 +231,20 @@ def recalibrate_bn(
                 bn.num_batches_tracked.copy_(old_tracked + total_batches)
     modes.restore()
     return report
+
+
+def _call_with_batch(model: nn.Module, inputs: Any, batch: Any, input_fn) -> None:
+    """A dict batch that the model does not take as keyword arguments gets a hint, not a bare
+    TypeError."""
+    try:
+        call_model(model, inputs)
+    except TypeError as exc:
+        if isinstance(batch, dict) and input_fn is None:
+            raise InputError(
+                f"{type(model).__name__} does not take this dict batch (keys {sorted(batch)}) as keyword "
+                f"arguments ({exc}): pass input_fn= to pick its input, e.g. input_fn=lambda b: b[{next(iter(batch))!r}]"
+            ) from exc
+        raise
 
 
 def _restore(saved) -> None:

@@ -64,22 +64,33 @@ def predict_mc(
     *,
     batch_replicate: bool = True,
     output_fn: Callable[[Any], torch.Tensor] | None = None,
+    batch_dim: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) over `samples` stochastic forward passes under `mc_dropout`. With
-    `batch_replicate` the input is tiled into one batch of `samples * B` (one forward), falling
-    back to a loop when that runs out of memory. `output_fn` picks the tensor from a structured
-    output (e.g. `lambda o: o.logits`). Seed torch for reproducible draws."""
+    `batch_replicate` the input is tiled into one batch of `samples * B` along `batch_dim` (one
+    forward), falling back to a loop when that runs out of memory. Sequence-first models (time
+    on dim 0) need `batch_dim=1`; without it, a model with sequence-first RNN/Transformer layers
+    is run in a loop rather than tiled along time. `output_fn` picks the tensor from a
+    structured output (e.g. `lambda o: o.logits`). Seed torch for reproducible draws."""
     if samples < 2:
         raise InputError(f"samples must be >= 2, got {samples}")
     pick = output_fn or (lambda out: out)
-    size = batch_size(x)
+    if batch_dim is None:
+        batch_dim = 0
+        batch_replicate = batch_replicate and not _has_sequence_first_layers(model)
+    size = batch_size(x, batch_dim)
     with mc_dropout(model), torch.no_grad():
         stacked = None
         if batch_replicate and size:
             try:
-                tiled = map_tensors(x, lambda t: t.repeat(samples, *[1] * (t.dim() - 1)) if t.dim() and t.shape[0] == size else t)
+                tiled = map_tensors(x, lambda t: _tile(t, samples, size, batch_dim))
                 out = _tensor(pick(call_model(model, tiled)))
-                stacked = out.reshape(samples, size, *out.shape[1:])
+                if out.dim() <= batch_dim or out.shape[batch_dim] != samples * size:
+                    raise InputError(
+                        f"the output's dim {batch_dim} has size {out.shape[batch_dim] if out.dim() > batch_dim else None}, "
+                        f"not samples x batch = {samples * size}: pass the model's batch_dim"
+                    )
+                stacked = out.unflatten(batch_dim, (samples, size)).movedim(batch_dim, 0)
             except RuntimeError as exc:  # torch.cuda.OutOfMemoryError and the CPU allocator's
                 if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
                     raise
@@ -87,6 +98,17 @@ def predict_mc(
         if stacked is None:
             stacked = torch.stack([_tensor(pick(call_model(model, x))) for _ in range(samples)])
     return stacked.mean(0), stacked.std(0)
+
+
+def _tile(t: torch.Tensor, samples: int, size: int, dim: int) -> torch.Tensor:
+    if t.dim() <= dim or t.shape[dim] != size:
+        return t
+    return t.repeat(*[samples if d == dim else 1 for d in range(t.dim())])
+
+
+def _has_sequence_first_layers(model: nn.Module) -> bool:
+    sequence_layers = (nn.RNNBase, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.MultiheadAttention)
+    return any(isinstance(m, sequence_layers) and not getattr(m, "batch_first", True) for m in model.modules())
 
 
 def _tensor(out: Any) -> torch.Tensor:
