@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +80,18 @@ class ChannelStats:
         var, mean = torch.var_mean(xf, dim=dims, correction=0)
         return cls(count, mean, var, xf.amin(dim=dims), xf.amax(dim=dims))
 
+    def merged(self, other: "ChannelStats") -> "ChannelStats":
+        """The statistics of both inputs together (several real batches)."""
+        total = self.count + other.count
+        if total == 0:
+            return self
+        a, b = self.count / total, other.count / total
+        mean = a * self.mean + b * other.mean
+        var = a * (self.var + (self.mean - mean) ** 2) + b * (other.var + (other.mean - mean) ** 2)
+        return ChannelStats(
+            total, mean, var, torch.minimum(self.min, other.min), torch.maximum(self.max, other.max)
+        )
+
 
 def health_of(name: str, bn: nn.Module, observed: ChannelStats | None = None) -> BatchNormHealth:
     has_stats = bn.running_mean is not None
@@ -115,8 +126,8 @@ def mode_divergence(bn: nn.Module, observed: ChannelStats) -> tuple[float, float
     train_out = (ends - observed.mean) * train_scale + bias
     eval_out = (ends - bn.running_mean.float()) * eval_scale + bias
     max_abs = float((train_out - eval_out).abs().max())
-    scale = float(eval_out.abs().max())
-    return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf))
+    scale = max(float(eval_out.abs().max()), float(train_out.abs().max()))
+    return max_abs, (max_abs / scale if scale > 0 else 0.0)
 
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
