@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from modeguard.runtime.compare import (
 )
 from modeguard.runtime.flags import FlagReads, watching_flags
 from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules
-from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print
+from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.state import ModuleAttributes, preserved
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
@@ -48,6 +49,7 @@ class AuditInput:
     more: list[Any] = field(default_factory=list)
     description: str = "the example input"
     random: bool = False
+    targets_from_data: bool = False  # dropped when forward() takes no targets (a classifier)
 
 
 def audit(
@@ -93,6 +95,10 @@ def audit(
         inputs.example = to_device(inputs.example, device, dtype)
         inputs.targets = to_device(inputs.targets, device, dtype)
         inputs.more = [to_device(batch, device, dtype) for batch in inputs.more]
+        if inputs.targets is not None and not takes_targets(model, inputs.example, inputs.targets):
+            if not inputs.targets_from_data:
+                raise InputError(f"{type(model).__name__}.forward() takes no targets argument")
+            inputs.targets = None
         auditor = _Auditor(model, inputs, seed, batch_dim, max_samples, dtype)
         report = auditor.run(name or type(model).__name__, str(device), str(dtype).removeprefix("torch."))
     ignored = {code.upper() for code in ignore}
@@ -126,7 +132,24 @@ def prepare_input(model, data, targets, max_batches, random_input, seed) -> Audi
         first_targets if targets is None else targets,
         [example for example, _ in rest],
         f"real data: {len(batches)} batch(es) from {type(data).__name__}",
+        targets_from_data=targets is None,
     )
+
+
+def takes_targets(model: nn.Module, example: Any, targets: Any) -> bool:
+    """Whether forward() accepts the example with the targets added (a detector does, a
+    classifier does not); True when its signature cannot be read."""
+    call = with_targets(example, targets)
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return True
+    args, kwargs = (((), call) if isinstance(call, dict) else (call, {}))
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
 
 
 def is_data_source(data: Any) -> bool:
@@ -191,6 +214,7 @@ class _Auditor:
         self.rtol = tolerance(dtype or torch.float32)
         self.findings: list[Finding] = []
         self.attributes = ModuleAttributes.capture(model)
+        self.shared = shared_objects(model)
 
     def add(self, code, severity, message, fix="", module=None, **data) -> None:
         self.findings.append(Finding(code, Severity(severity), message, fix, module, data=data))
@@ -265,7 +289,7 @@ class _Auditor:
         if not measured and not report.train_vs_eval_note and (overall is None or overall.rel <= self.rtol):
             return
         kinds = sorted({d.kind for d in measured})
-        effect = f"rel diff {overall.rel:.3g} between the modes" if overall else "outputs differ in kind"
+        effect = f"rel diff {overall.rel:.3g} between the modes" if overall else "measured layer by layer"
         self.add(
             "MG212",
             "warning",
@@ -363,7 +387,7 @@ class _Auditor:
             module = self.module_named(name)
             outputs = []
             for offset in (0, 1):
-                args, kwargs = frozen_copy(recorder.captured[name], self.model)
+                args, kwargs = frozen_copy(recorder.captured[name], recorder.shared)
                 torch.manual_seed(self.seed + offset)
                 outputs.append(module(*args, **kwargs))
             if any(not d.comparable or d.rel > self.rtol for d in compare_outputs(*outputs)):
@@ -486,7 +510,7 @@ class _Auditor:
                     self.add("MG208", "error" if report.training else "warning",
                              f"training mode raises: {_one_line(exc)}",
                              "use batches of >= 2 in training or eval mode for single samples")
-            elif targets is None and any(word in str(exc).lower() for word in TARGET_WORDS):
+            elif targets is None and _needs_targets(str(exc)):
                 report.train_vs_eval_note = (
                     f"not compared: training mode needs targets ({_one_line(exc)}); pass "
                     "targets= or data that yields (input, target)"
@@ -542,7 +566,7 @@ class _Auditor:
         outputs = {}
         try:
             for training in (True, False):
-                args, kwargs = frozen_copy(captured, self.model)
+                args, kwargs = frozen_copy(captured, self.shared)
                 if training and module is self.model and self.inputs.targets is not None:
                     args, kwargs = _with_call_targets(args, kwargs, self.inputs.targets)
                 module.training = training  # noqa: MG104 - this module's own flag, on purpose
@@ -571,6 +595,7 @@ class _Auditor:
     def attribute(self, known: dict, reads: FlagReads, first: PassRecorder, second: PassRecorder, report: AuditReport) -> None:
         """The divergence table and MG210, measured: torch's known layers by closed form or
         replay; every user-defined module that read its own flag, by replay."""
+        self.model.eval()  # each replay switches one module's own flag; the rest stays in eval
         for name, module in self.model.named_modules():
             name = name or "<root>"
             item = known.get(name)
@@ -588,6 +613,8 @@ class _Auditor:
             measured = self.replayed_divergence(name, "custom", module, second.captured[name], second.calls[name])
             if measured.error is None and measured.rel <= self.rtol:
                 continue  # reads the flag, but switching it changes nothing here
+            if _needs_targets(measured.error) and (self.inputs.targets is None or module is not self.model):
+                continue  # training mode needs targets (only the root gets them): a property
             where = reads.where(name)
             report.mode_sensitive.append(
                 ModeSensitive(
@@ -616,6 +643,10 @@ def per_sample_leaves(out: Any, index: int, size: int, dim: int) -> dict[str, to
     if isinstance(out, list) and len(out) == size and dim == 0:
         return dict(leaves(out[index], "output[0]"))
     return {p: s for p, t in leaves(out) if (s := sample_of(t, index, size, dim)) is not None}
+
+
+def _needs_targets(error: str | None) -> bool:
+    return bool(error) and any(word in error.lower() for word in TARGET_WORDS)
 
 
 def _with_call_targets(args: tuple, kwargs: dict, targets: Any) -> tuple[tuple, dict]:

@@ -77,7 +77,10 @@ class ChannelStats:
         dims = [0, *range(2, x.dim())]
         count = x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] else 0
         xf = x.float()
-        var, mean = torch.var_mean(xf, dim=dims, correction=0)
+        # Two plain reductions: torch.var_mean over dims (0, 2, 3) is ~15x slower on CPU.
+        mean = xf.mean(dim=dims)
+        centered = xf - mean.view(1, -1, *[1] * (x.dim() - 2))
+        var = (centered * centered).mean(dim=dims)
         return cls(count, mean, var, xf.amin(dim=dims), xf.amax(dim=dims))
 
     def merged(self, other: "ChannelStats") -> "ChannelStats":

@@ -71,8 +71,8 @@ def compare_outputs(a: Any, b: Any) -> list[LeafDifference]:
 def why_not_comparable(a: Any, b: Any) -> str | None:
     """Why two outputs share no leaf to compare (detection losses vs detections), else None."""
     left, right = dict(leaves(a)), dict(leaves(b))
-    if set(left) & set(right):
-        return None
+    if set(left) & set(right) or not (left or right):
+        return None  # something to compare, or no tensor at all on either side
     return f"the outputs share no tensor: {_paths(left)} vs {_paths(right)}"
 
 

@@ -43,6 +43,27 @@ def load_factory(spec: str) -> tuple[nn.Module, Any, str]:
     return made, example, spec
 
 
+def load_data(spec: str) -> Any:
+    """The DataLoader or iterable of batches that `file.py:factory` / `pkg.mod:factory` returns."""
+    source, sep, attr = spec.rpartition(":")
+    if not sep or not source or not attr:
+        raise InputError(f"--data must look like path/file.py:factory or package.module:factory, got {spec!r}")
+    factory = getattr(_import_source(source), attr, None)
+    if factory is None:
+        raise InputError(f"{source} has no attribute {attr!r}")
+    try:
+        data = factory() if callable(factory) else factory
+    except Exception as exc:  # noqa: BLE001 - the user's factory failing is a usage error
+        raise InputError(f"{spec} raised {type(exc).__name__}: {exc}") from exc
+    if isinstance(data, (torch.Tensor, tuple, list, dict)):
+        return iter([data]) if not isinstance(data, list) else iter(data)
+    try:
+        iter(data)
+    except TypeError as exc:
+        raise InputError(f"{spec} returned {type(data).__name__}, not a DataLoader or iterable of batches") from exc
+    return data
+
+
 def _import_source(source: str):
     if source.endswith(".py") or "/" in source or "\\" in source:
         path = Path(source)
@@ -71,9 +92,21 @@ def _torchvision(name: str) -> nn.Module:
     except ImportError as exc:
         raise InputError("torchvision is not installed: pip install torchvision") from exc
     try:
-        return torchvision.models.get_model(name, weights=None)
+        builder = torchvision.models.get_model_builder(name)
     except ValueError as exc:
         raise InputError(f"unknown torchvision model {name!r}") from exc
+    return builder(**no_pretrained_weights(builder))
+
+
+def no_pretrained_weights(builder) -> dict:
+    """weights=None, and weights_backbone=None where the builder takes it (detection and
+    segmentation models would otherwise download ImageNet backbone weights)."""
+    import inspect
+
+    kwargs = {"weights": None}
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        kwargs["weights_backbone"] = None
+    return kwargs
 
 
 def _timm(name: str) -> nn.Module:

@@ -43,13 +43,16 @@ def output_print(obj: Any, select=lambda t: t) -> torch.Tensor | None:
     return torch.cat(prints) if prints else None
 
 
-def frozen_copy(obj: Any, model: nn.Module) -> Any:
+def shared_objects(model: nn.Module) -> dict[int, Any]:
+    """The model's modules, parameters and buffers: shared, never copied, by `frozen_copy`."""
+    return {id(x): x for x in [*model.modules(), *model.parameters(), *model.buffers()]}
+
+
+def frozen_copy(obj: Any, shared: dict[int, Any]) -> Any:
     """A private copy of a module's arguments, caches and other state objects included (a KV
-    cache the call extends must not leak into a replay); the model's own modules and tensors
-    are shared, not copied."""
-    memo = {id(x): x for x in [*model.modules(), *model.parameters(), *model.buffers()]}
+    cache the call extends must not leak into a replay); the `shared` objects are kept."""
     try:
-        return copy.deepcopy(obj, memo)
+        return copy.deepcopy(obj, dict(shared))
     except Exception:  # noqa: BLE001 - an object that refuses copying: copy the tensors only
         return map_tensors(obj, torch.Tensor.clone)
 
@@ -71,6 +74,7 @@ class PassRecorder:
     ):
         self.model = model
         self.capture_inputs = capture_inputs
+        self.shared = shared_objects(model) if capture_inputs else {}
         self.only = only
         self.sample = sample  # (index, batch size, batch dim): fingerprint only that sample
         self.calls: dict[str, ModuleCall] = {}
@@ -130,7 +134,7 @@ class PassRecorder:
             call.input_shapes = [tuple(t.shape) for _, t in leaves(args)]
             self.calls[name] = call
             if name in self.capture_inputs:
-                self.captured[name] = frozen_copy((args, kwargs), self.model)
+                self.captured[name] = frozen_copy((args, kwargs), self.shared)
             if name in self.channel_stats_of and args and isinstance(args[0], torch.Tensor):
                 self.channel_stats[name] = ChannelStats.of(args[0])
             return None
