@@ -16,6 +16,7 @@ from modeguard.findings import Finding, Severity
 from modeguard.runtime import batchnorm_health as bnh
 from modeguard.runtime.compare import (
     compare_outputs,
+    fingerprint_difference,
     fingerprints_match,
     leaf_difference,
     tolerance,
@@ -26,7 +27,7 @@ from modeguard.runtime.flags import FlagReads, watching_flags
 from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules
 from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
-from modeguard.runtime.state import ModuleAttributes, preserved
+from modeguard.runtime.state import preserved
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
 from modeguard.runtime.trees import batch_size, call_model, leaves, sample_of, take_sample, to_device
 
@@ -61,7 +62,7 @@ def audit(
     random_input: bool = False,
     seed: int = 0,
     batch_dim: int = 0,
-    max_samples: int = 2,
+    max_samples: int = 1,
     ignore: Iterable[str] = (),
     name: str | None = None,
 ) -> "AuditReport":
@@ -90,7 +91,7 @@ def audit(
     if max_batches < 1:
         raise InputError(f"max_batches must be at least 1, got {max_batches}")
     device, dtype = _device_and_dtype(model)
-    with preserved(model), torch.no_grad():
+    with preserved(model) as attributes, torch.no_grad():
         inputs = prepare_input(model, data, targets, max_batches, random_input, seed)
         inputs.example = to_device(inputs.example, device, dtype)
         inputs.targets = to_device(inputs.targets, device, dtype)
@@ -99,7 +100,7 @@ def audit(
             if not inputs.targets_from_data:
                 raise InputError(f"{type(model).__name__}.forward() takes no targets argument")
             inputs.targets = None
-        auditor = _Auditor(model, inputs, seed, batch_dim, max_samples, dtype)
+        auditor = _Auditor(model, inputs, seed, batch_dim, max_samples, dtype, attributes)
         report = auditor.run(name or type(model).__name__, str(device), str(dtype).removeprefix("torch."))
     ignored = {code.upper() for code in ignore}
     report.findings = [f for f in report.findings if not any(f.code.startswith(c) for c in ignored)]
@@ -204,7 +205,7 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | Non
 
 
 class _Auditor:
-    def __init__(self, model, inputs: AuditInput, seed, batch_dim, max_samples, dtype):
+    def __init__(self, model, inputs: AuditInput, seed, batch_dim, max_samples, dtype, attributes):
         self.model = model
         self.inputs = inputs
         self.x = inputs.example
@@ -213,7 +214,7 @@ class _Auditor:
         self.max_samples = max_samples
         self.rtol = tolerance(dtype or torch.float32)
         self.findings: list[Finding] = []
-        self.attributes = ModuleAttributes.capture(model)
+        self.attributes = attributes
         self.shared = shared_objects(model)
 
     def add(self, code, severity, message, fix="", module=None, **data) -> None:
@@ -226,7 +227,7 @@ class _Auditor:
         """One pass from the captured state: modes, seed, and any hidden state kept on `self`."""
         self.model.train(training)
         self.attributes.restore()
-        torch.manual_seed(self.seed + seed_offset)
+        _seed(self.seed + seed_offset)
         example = self.x if example is None else example
         if recorder is None:
             return call_model(self.model, example)
@@ -240,7 +241,7 @@ class _Auditor:
         report.random_input = self.inputs.random
         self.findings.extend(mode_state_findings(model))
         batchnorms = {name for name, _ in bnh.batchnorm_layers(model)}
-        first = PassRecorder(model, channel_stats=batchnorms, only=batchnorms)
+        first = PassRecorder(model, channel_stats=batchnorms, only=batchnorms, fingerprints=False)
         try:
             with watching_flags(model) as reads:
                 eval_out = self.forward(False, first)
@@ -271,7 +272,7 @@ class _Auditor:
         per further batch of real data."""
         stats = dict(first.channel_stats)
         for example in self.inputs.more:
-            recorder = PassRecorder(self.model, channel_stats=batchnorms, only=batchnorms)
+            recorder = PassRecorder(self.model, channel_stats=batchnorms, only=batchnorms, fingerprints=False)
             self.forward(False, recorder, example=example)
             for name, observed in recorder.channel_stats.items():
                 stats[name] = stats[name].merged(observed) if name in stats else observed
@@ -388,7 +389,7 @@ class _Auditor:
             outputs = []
             for offset in (0, 1):
                 args, kwargs = frozen_copy(recorder.captured[name], recorder.shared)
-                torch.manual_seed(self.seed + offset)
+                _seed(self.seed + offset)
                 outputs.append(module(*args, **kwargs))
             if any(not d.comparable or d.rel > self.rtol for d in compare_outputs(*outputs)):
                 random_ones.append(name)
@@ -405,12 +406,13 @@ class _Auditor:
             )
             return
         count = min(size, self.max_samples)
-        indices = sorted({round(i * (size - 1) / max(count - 1, 1)) for i in range(count)})
+        # The last sample first: a statistic taken across the batch changes every sample.
+        indices = sorted({size - 1 - round(i * (size - 1) / max(count - 1, 1)) for i in range(count)})
         compared = 0
         for index in indices:
             self.model.eval()
             self.attributes.restore()
-            torch.manual_seed(self.seed)
+            _seed(self.seed)
             try:
                 alone = dict(leaves(call_model(self.model, take_sample(self.x, index, size, dim))))
             except Exception as exc:  # noqa: BLE001 - a sample that fails alone is the finding
@@ -561,8 +563,9 @@ class _Auditor:
 
     def replayed_divergence(self, name, kind, module, captured, call) -> ModuleDivergence:
         """Replay the module on a private copy of its captured input (caches included) with only
-        its own flag in training mode. When the output matches the eval pass's fingerprint the
-        mode changes nothing here and the eval replay is skipped."""
+        its own flag in training mode, and compare with the eval pass's fingerprint of its output
+        (up to 4096 evenly spaced values per tensor, all of a small one). An eval replay runs
+        only when the two differ in structure, to say why they are not comparable."""
         outputs = {}
         try:
             for training in (True, False):
@@ -570,12 +573,13 @@ class _Auditor:
                 if training and module is self.model and self.inputs.targets is not None:
                     args, kwargs = _with_call_targets(args, kwargs, self.inputs.targets)
                 module.training = training  # noqa: MG104 - this module's own flag, on purpose
-                torch.manual_seed(self.seed + 1)  # the seed of the pass that captured the input
+                _seed(self.seed + 1)  # the seed of the pass that captured the input
                 outputs[training] = module(*args, **kwargs)
                 if training and call.output_print is not None:
                     sampled = output_print(outputs[True])
-                    if sampled is not None and fingerprints_match(call.output_print, sampled, self.rtol):
-                        return ModuleDivergence(name, kind, 0.0, 0.0)
+                    if sampled is not None and sampled.shape == call.output_print.shape:
+                        max_abs, rel = fingerprint_difference(call.output_print, sampled)
+                        return ModuleDivergence(name, kind, max_abs, rel)
         except Exception as exc:  # noqa: BLE001 - reported as this module's divergence
             return ModuleDivergence(name, kind, None, None, f"raises in training: {_one_line(exc)}")
         finally:
@@ -643,6 +647,14 @@ def per_sample_leaves(out: Any, index: int, size: int, dim: int) -> dict[str, to
     if isinstance(out, list) and len(out) == size and dim == 0:
         return dict(leaves(out[index], "output[0]"))
     return {p: s for p, t in leaves(out) if (s := sample_of(t, index, size, dim)) is not None}
+
+
+def _seed(seed: int) -> None:
+    """torch.manual_seed without its per-call cost when CUDA is not initialized (it records a
+    stack trace for a deferred CUDA seeding); CUDA devices in use are seeded too."""
+    torch.random.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
 
 
 def _needs_targets(error: str | None) -> bool:

@@ -108,3 +108,15 @@ def fingerprints_match(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
         return False
     scale = max(float(a.abs().max()), float(b.abs().max())) if a.numel() else 0.0
     return float((a - b).abs().max()) <= rtol * scale if a.numel() else True
+
+
+def fingerprint_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(max abs, relative) difference of two fingerprints of the same shape, rel as in
+    `leaf_difference`."""
+    both = torch.isfinite(a) & torch.isfinite(b)
+    a, b = a[both], b[both]
+    if not a.numel():
+        return 0.0, 0.0
+    max_abs = float((a - b).abs().max())
+    scale = max(float(a.abs().max()), float(b.abs().max()))
+    return max_abs, (max_abs / scale if scale > 0 else 0.0)

@@ -71,11 +71,13 @@ class PassRecorder:
         sample: tuple[int, int, int] | None = None,
         channel_stats: set[str] = frozenset(),
         only: set[str] | None = None,
+        fingerprints: bool = True,
     ):
         self.model = model
         self.capture_inputs = capture_inputs
         self.shared = shared_objects(model) if capture_inputs else {}
         self.only = only
+        self.fingerprints = fingerprints  # False: shapes and channel statistics only
         self.sample = sample  # (index, batch size, batch dim): fingerprint only that sample
         self.calls: dict[str, ModuleCall] = {}
         self.captured: dict[str, tuple[tuple, dict]] = {}
@@ -146,7 +148,7 @@ class PassRecorder:
             if self._stack:
                 self._stack.pop()
             call = self.calls[name]
-            if call.output_print is None:
+            if call.output_print is None and self.fingerprints:
                 call.output_print = output_print(output, self._select)
             return None
 

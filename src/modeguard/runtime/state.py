@@ -141,14 +141,14 @@ class ModuleAttributes:
 
 
 @contextmanager
-def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[None]:
+def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[ModuleAttributes]:
     """Run a block that may switch modes, update buffers or draw random numbers; undo it all."""
     modes = ModuleModes.capture(model)
     rng = RngState.capture()
     saved = TensorState.capture(model) if tensors else None
     attributes = ModuleAttributes.capture(model)
     try:
-        yield
+        yield attributes  # restore() it before each pass of a stateful model
     finally:
         attributes.restore()
         modes.restore()
