@@ -27,6 +27,7 @@ from rich.console import Console
 
 from _results import RESULTS, save, table as results_table
 from modeguard import audit
+from modeguard.runtime.state import preserved
 from modeguard.runtime.trees import call_model
 
 BATCH = 2
@@ -51,12 +52,14 @@ def images(size: int) -> torch.Tensor:
 
 
 def first_working_size(model: torch.nn.Module, sizes=(SMALL, 224, 299)) -> int:
-    """The smallest image size the model runs on in eval mode."""
-    model.eval()
+    """The smallest image size the model runs on in both modes (inception_v3's auxiliary
+    classifier, used only in training, needs 299 px)."""
     for size in sizes:
         try:
-            with torch.no_grad():
-                model(images(size))
+            with preserved(model), torch.no_grad():  # training passes update BatchNorm buffers
+                for training in (False, True):
+                    model.train(training)
+                    model(images(size))
             return size
         except Exception:  # noqa: BLE001 - too small for this architecture: try the next size
             continue
@@ -287,7 +290,7 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", help="regular expression on model names (e.g. 'tv-detection|hf:')")
-    parser.add_argument("--fresh", action="store_true", help="re-run models already in the results")
+    parser.add_argument("--fresh", action="store_true", help="re-run the selected models even if already in the results")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     args = parser.parse_args()
@@ -299,7 +302,7 @@ def main() -> None:
         print("\n".join(f"{family:18} {name}" for name, family, _ in entries))
         return
     path = RESULTS / "model_zoo.json"
-    results = {} if args.fresh or not path.exists() else {r["model"]: r for r in json.loads(path.read_text())}
+    results = {r["model"]: r for r in json.loads(path.read_text())} if path.exists() else {}
     for name, family, build in entries:
         if name in results and not results[name].get("crash") and not args.fresh:
             continue

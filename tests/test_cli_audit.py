@@ -190,3 +190,14 @@ def test_random_input_is_said_in_the_report(tmp_path):
     report = json.loads(result.stdout)
     assert report["random_input"] is True and "random input" in report["input"]
     assert not {"MG206", "MG211"} & {f["code"] for f in report["findings"]}
+
+
+def test_batch_dim_negative_is_exit_2_and_out_of_range_is_not_tested(tmp_path):
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    result = run("audit", "m.py:good", "--batch-dim", "-1", cwd=tmp_path)
+    assert result.returncode == 2 and "batch_dim must be 0 or more" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("audit", "m.py:good", "--batch-dim", "5", "--format", "json", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    assert report["batch_independent_in_eval"] is None
+    assert "dimension 5" in report["not_tested"]["batch_independent"]

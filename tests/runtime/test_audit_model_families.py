@@ -234,3 +234,18 @@ def test_class_swap_for_watching_is_undone():
     assert type(model[1]) is namespace["Noisy"]
     assert [flag for _, flag in modes.flags] == [m.training for m in model.modules()]
     assert all(torch.equal(live, saved) for live, saved in tensors.tensors)
+
+
+def test_lightning_module_root_gets_no_mg210():
+    lightning = pytest.importorskip("lightning")
+
+    class Classifier(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def forward(self, x):
+            return self.net(x)
+
+    report = audit(Classifier().eval(), torch.randn(3, 4))
+    assert report.findings == [] and report.mode_sensitive == []
