@@ -23,8 +23,8 @@ from modeguard.runtime.compare import (
     why_not_comparable,
     worst,
 )
-from modeguard.runtime.flags import FlagReads, watching_flags
-from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules
+from modeguard.runtime.flags import FlagReads, is_user_defined, watching_flags
+from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules, reads_training_flag
 from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.state import preserved
@@ -241,7 +241,18 @@ class _Auditor:
         report.random_input = self.inputs.random
         self.findings.extend(mode_state_findings(model))
         batchnorms = {name for name, _ in bnh.batchnorm_layers(model)}
-        first = PassRecorder(model, channel_stats=batchnorms, only=batchnorms, fingerprints=False)
+        known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
+        # Inputs are captured in the first pass for torch's known layers and for user-defined
+        # classes whose code mentions `training`; whether they read it is then measured.
+        likely = {
+            name or "<root>"
+            for name, m in model.named_modules()
+            if is_user_defined(m) and reads_training_flag(type(m))
+        }
+        capture = (set(known) | likely) - batchnorms
+        first = PassRecorder(
+            model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture, shared=self.shared
+        )
         try:
             with watching_flags(model) as reads:
                 eval_out = self.forward(False, first)
@@ -249,18 +260,18 @@ class _Auditor:
             self.eval_failed(eval_exc, report)
             report.findings = self.findings
             return report
-        known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
-        candidates = (set(reads.lines) | set(reads.unwatched) | set(known)) - batchnorms
-        second = PassRecorder(model, capture_inputs=candidates, only=candidates)
-        eval_out2 = self.forward(False, second, seed_offset=1)
+        late = (set(reads.lines) | set(reads.unwatched)) - capture - batchnorms
+        if late:  # read through code outside the class: one more pass to capture their inputs
+            more = PassRecorder(model, capture_inputs=late, only=late, shared=self.shared)
+            self.forward(False, more)
+            first.captured.update(more.captured)
+            first.calls.update({name: more.calls[name] for name in more.captured})
 
         self.check_single_value_batchnorms(first, report.training)
-        self.check_determinism(eval_out, eval_out2, report)
-        if report.deterministic:
-            self.check_batch_independence(eval_out, report)
+        self.check_determinism_and_batch_independence(eval_out, report)
         self.check_batchnorm_health(self.channel_stats(first, batchnorms), report)
         self.compare_train_eval(eval_out, report)
-        self.attribute(known, reads, first, second, report)
+        self.attribute(known, reads, first, report)
         self.check_handed_over_in_training(report)
         if self.inputs.random:
             self.findings = [f for f in self.findings if f.code not in DATA_DEPENDENT]
@@ -272,7 +283,7 @@ class _Auditor:
         per further batch of real data."""
         stats = dict(first.channel_stats)
         for example in self.inputs.more:
-            recorder = PassRecorder(self.model, channel_stats=batchnorms, only=batchnorms, fingerprints=False)
+            recorder = PassRecorder(self.model, channel_stats=batchnorms, only=batchnorms)
             self.forward(False, recorder, example=example)
             for name, observed in recorder.channel_stats.items():
                 stats[name] = stats[name].merged(observed) if name in stats else observed
@@ -343,6 +354,23 @@ class _Auditor:
                     input_shape=list(shape),
                 )
 
+    def check_determinism_and_batch_independence(self, eval_out, report: AuditReport) -> None:
+        """One sample alone, under another seed, against the batch: when it matches, the model
+        is deterministic and batch-independent in eval for one extra pass of one sample. Else
+        a second full pass under that seed tells randomness from samples mixing."""
+        status, index, detail = self.compare_sample_alone(eval_out, seed_offset=1)
+        if status == "same":
+            report.deterministic = report.batch_independent = True
+            return
+        self.check_determinism(eval_out, self.forward(False, seed_offset=1), report)
+        if not report.deterministic:
+            return
+        if status == "untested":
+            report.not_tested["batch_independent"] = detail
+            return
+        report.batch_independent = False
+        self.blame_batch_mixing(index, batch_size(self.x, self.batch_dim), detail)
+
     def check_determinism(self, eval_out, eval_out2, report: AuditReport) -> None:
         diffs = [d for d in compare_outputs(eval_out, eval_out2) if not d.comparable or d.rel > self.rtol]
         report.deterministic = not diffs
@@ -395,16 +423,17 @@ class _Auditor:
                 random_ones.append(name)
         return _innermost(random_ones)
 
-    def check_batch_independence(self, eval_out, report: AuditReport) -> None:
+    def compare_sample_alone(self, eval_out, seed_offset: int) -> tuple[str, int | None, str | None]:
+        """("same" | "differs" | "untested", sample index, symptom or reason)."""
         dim = self.batch_dim
         size = batch_size(self.x, dim)
         if size is None or size < 2:
-            report.not_tested["batch_independent"] = (
+            reason = (
                 f"the input has no batch of two or more along dim {dim}"
                 if size is not None or any(t.dim() > dim for _, t in leaves(self.x, "input"))
                 else f"no input tensor has a dimension {dim} (--batch-dim)"
             )
-            return
+            return "untested", None, reason
         count = min(size, self.max_samples)
         # The last sample first: a statistic taken across the batch changes every sample.
         indices = sorted({size - 1 - round(i * (size - 1) / max(count - 1, 1)) for i in range(count)})
@@ -412,13 +441,11 @@ class _Auditor:
         for index in indices:
             self.model.eval()
             self.attributes.restore()
-            _seed(self.seed)
+            _seed(self.seed + seed_offset)
             try:
                 alone = dict(leaves(call_model(self.model, take_sample(self.x, index, size, dim))))
             except Exception as exc:  # noqa: BLE001 - a sample that fails alone is the finding
-                report.batch_independent = False
-                self.blame_batch_mixing(index, size, f"raises alone ({_one_line(exc)})")
-                return
+                return "differs", index, f"raises alone ({_one_line(exc)})"
             diffs = [
                 leaf_difference(path, sample, alone[path])
                 for path, sample in per_sample_leaves(eval_out, index, size, dim).items()
@@ -428,15 +455,10 @@ class _Auditor:
             compared += len(diffs)
             worst_rel = max((d.rel for d in diffs), default=0.0)
             if worst_rel > self.rtol * 10:
-                report.batch_independent = False
-                self.blame_batch_mixing(index, size, f"gives a different output alone (rel diff {worst_rel:.3g})")
-                return
+                return "differs", index, f"gives a different output alone (rel diff {worst_rel:.3g})"
         if not compared:
-            report.not_tested["batch_independent"] = (
-                f"no output tensor could be matched to a sample along dim {dim}"
-            )
-            return
-        report.batch_independent = True
+            return "untested", None, f"no output tensor could be matched to a sample along dim {dim}"
+        return "same", None, None
 
     def blame_batch_mixing(self, index: int, size: int, symptom: str) -> None:
         batched = PassRecorder(self.model, sample=(index, size, self.batch_dim))
@@ -573,7 +595,7 @@ class _Auditor:
                 if training and module is self.model and self.inputs.targets is not None:
                     args, kwargs = _with_call_targets(args, kwargs, self.inputs.targets)
                 module.training = training  # noqa: MG104 - this module's own flag, on purpose
-                _seed(self.seed + 1)  # the seed of the pass that captured the input
+                _seed(self.seed)  # the seed of the pass that captured the input
                 outputs[training] = module(*args, **kwargs)
                 if training and call.output_print is not None:
                     sampled = output_print(outputs[True])
@@ -596,7 +618,7 @@ class _Auditor:
             return ModuleDivergence(name, kind, 0.0, 0.0)
         return ModuleDivergence(name, kind, largest.max_abs, largest.rel)
 
-    def attribute(self, known: dict, reads: FlagReads, first: PassRecorder, second: PassRecorder, report: AuditReport) -> None:
+    def attribute(self, known: dict, reads: FlagReads, first: PassRecorder, report: AuditReport) -> None:
         """The divergence table and MG210, measured: torch's known layers by closed form or
         replay; every user-defined module that read its own flag, by replay."""
         self.model.eval()  # each replay switches one module's own flag; the rest stays in eval
@@ -607,14 +629,14 @@ class _Auditor:
                 report.mode_sensitive.append(item)
                 if name in first.channel_stats:
                     report.divergence.append(self.batchnorm_divergence(item, module, first.channel_stats[name]))
-                elif name in second.captured:
+                elif name in first.captured:
                     report.divergence.append(
-                        self.replayed_divergence(name, item.kind, module, second.captured[name], second.calls[name])
+                        self.replayed_divergence(name, item.kind, module, first.captured[name], first.calls[name])
                     )
                 continue
-            if name not in second.captured:
+            if name not in first.captured or not (reads.read(name) or name in reads.unwatched):
                 continue  # reads no flag, or never called on this input
-            measured = self.replayed_divergence(name, "custom", module, second.captured[name], second.calls[name])
+            measured = self.replayed_divergence(name, "custom", module, first.captured[name], first.calls[name])
             if measured.error is None and measured.rel <= self.rtol:
                 continue  # reads the flag, but switching it changes nothing here
             if _needs_targets(measured.error) and (self.inputs.targets is None or module is not self.model):

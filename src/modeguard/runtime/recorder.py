@@ -62,7 +62,8 @@ class PassRecorder:
     input shapes, and (for `capture_inputs`) a private copy of its arguments to replay it.
 
     `only` limits the hooks to those modules (hooks on every module of a small-layer model cost
-    more than its forward); None watches every module and notes modules built in forward."""
+    more than its forward), and output fingerprints to the captured ones; None watches every
+    module and notes modules built in forward."""
 
     def __init__(
         self,
@@ -71,13 +72,12 @@ class PassRecorder:
         sample: tuple[int, int, int] | None = None,
         channel_stats: set[str] = frozenset(),
         only: set[str] | None = None,
-        fingerprints: bool = True,
+        shared: dict[int, Any] | None = None,
     ):
         self.model = model
         self.capture_inputs = capture_inputs
-        self.shared = shared_objects(model) if capture_inputs else {}
+        self.shared = shared if shared is not None else shared_objects(model) if capture_inputs else {}
         self.only = only
-        self.fingerprints = fingerprints  # False: shapes and channel statistics only
         self.sample = sample  # (index, batch size, batch dim): fingerprint only that sample
         self.calls: dict[str, ModuleCall] = {}
         self.captured: dict[str, tuple[tuple, dict]] = {}
@@ -148,7 +148,7 @@ class PassRecorder:
             if self._stack:
                 self._stack.pop()
             call = self.calls[name]
-            if call.output_print is None and self.fingerprints:
+            if call.output_print is None and (self.only is None or name in self.capture_inputs):
                 call.output_print = output_print(output, self._select)
             return None
 
