@@ -75,9 +75,9 @@ def torchvision_entries() -> list[tuple[str, str, Callable]]:
         def build():
             builder = tvm.get_model_builder(name)
             kwargs = no_pretrained_weights(builder)
-            if name.startswith("vit_"):
-                patch = int(re.search(r"_(\d+)$", name).group(1))
-                kwargs["image_size"] = patch * 8
+            if name.startswith("vit_"):  # a fixed image size, set at construction
+                kwargs["image_size"] = int(re.search(r"_(\d+)$", name).group(1)) * 8
+                return builder(**kwargs), images(kwargs["image_size"]), None
             model = builder(**kwargs)
             return model, images(first_working_size(model)), None
         return build
@@ -287,12 +287,42 @@ def print_table(rows: list[dict]) -> None:
     Console(width=200).print("findings over all models: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
 
 
+def markdown_summary(rows: list[dict]) -> str:
+    """Per family: models, crashes, error-level findings in eval, audit/forward, findings."""
+    lines = [
+        "| family | models | crashes | error-level in eval | audit/forward eval: median (max) | "
+        "training mode: median (max) | over 6x (eval) | findings in eval / in training |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for family in sorted({r["family"] for r in rows}):
+        group = [r for r in rows if r["family"] == family]
+        done = [r for r in group if not r.get("crash")]
+        ratios = [r["ratio_eval"] for r in done] or [0.0]
+        train_ratios = [r["ratio_train"] for r in done] or [0.0]
+        over = [f"{r['model'].split(':', 1)[1]} {r['ratio_eval']:.1f}x" for r in done if r["ratio_eval"] > TARGET_RATIO]
+        counts = {mode: Counter() for mode in ("eval", "train")}
+        for r in done:
+            for mode in counts:
+                counts[mode].update(r[mode]["codes"])
+        found = " / ".join(
+            ", ".join(f"{code} {n}" for code, n in sorted(counts[mode].items())) or "none" for mode in counts
+        )
+        lines.append(
+            f"| {family} | {len(group)} | {len(group) - len(done)} | "
+            f"{sum(1 for r in done if r['eval']['errors'])} | {statistics.median(ratios):.1f}x "
+            f"({max(ratios):.1f}x) | {statistics.median(train_ratios):.1f}x ({max(train_ratios):.1f}x) | "
+            f"{', '.join(over) or 'none'} | {found} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", help="regular expression on model names (e.g. 'tv-detection|hf:')")
     parser.add_argument("--fresh", action="store_true", help="re-run the selected models even if already in the results")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--list", action="store_true", help="list the models and exit")
+    parser.add_argument("--markdown", action="store_true", help="print the per-family summary of the results and exit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     entries = [*torchvision_entries(), *timm_entries(), *huggingface_entries()]
@@ -302,6 +332,9 @@ def main() -> None:
         print("\n".join(f"{family:18} {name}" for name, family, _ in entries))
         return
     path = RESULTS / "model_zoo.json"
+    if args.markdown:
+        print(markdown_summary(json.loads(path.read_text())))
+        return
     results = {r["model"]: r for r in json.loads(path.read_text())} if path.exists() else {}
     for name, family, build in entries:
         if name in results and not results[name].get("crash") and not args.fresh:

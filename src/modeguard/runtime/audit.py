@@ -255,7 +255,7 @@ class _Auditor:
         )
         try:
             with watching_flags(model) as reads:
-                eval_out = self.forward(False, first)
+                eval_out = self.eval_out = self.forward(False, first)
         except Exception as eval_exc:  # noqa: BLE001 - the model's own error, reported
             self.eval_failed(eval_exc, report)
             report.findings = self.findings
@@ -591,6 +591,9 @@ class _Auditor:
         outputs = {}
         try:
             for training in (True, False):
+                if not training and module is self.model:
+                    outputs[False] = self.eval_out  # the root's eval replay is the first pass
+                    break
                 args, kwargs = frozen_copy(captured, self.shared)
                 if training and module is self.model and self.inputs.targets is not None:
                     args, kwargs = _with_call_targets(args, kwargs, self.inputs.targets)
