@@ -249,3 +249,21 @@ def test_lightning_module_root_gets_no_mg210():
 
     report = audit(Classifier().eval(), torch.randn(3, 4))
     assert report.findings == [] and report.mode_sensitive == []
+
+
+class ReadsFlagOverBatchNorm(nn.Module):
+    """Reads its flag to no effect, around a BatchNorm child (timm LeViT's bias cache)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn(x) * (1.0 if self.training else 1.0)
+
+
+def test_replay_is_not_fooled_by_buffers_the_training_pass_updates():
+    model = nn.Sequential(nn.Linear(4, 4), ReadsFlagOverBatchNorm()).eval()
+    report = audit(model, torch.randn(8, 4) * 3 + 2)
+    assert "MG210" not in report.codes()
+    assert [d.kind for d in report.divergence] == ["batchnorm"]

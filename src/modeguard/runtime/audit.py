@@ -270,8 +270,10 @@ class _Auditor:
         self.check_single_value_batchnorms(first, report.training)
         self.check_determinism_and_batch_independence(eval_out, report)
         self.check_batchnorm_health(self.channel_stats(first, batchnorms), report)
-        self.compare_train_eval(eval_out, report)
+        # Replays before the training pass: it updates BatchNorm buffers that replayed modules'
+        # children (in eval) would then normalize with.
         self.attribute(known, reads, first, report)
+        self.compare_train_eval(eval_out, report)
         self.check_handed_over_in_training(report)
         if self.inputs.random:
             self.findings = [f for f in self.findings if f.code not in DATA_DEPENDENT]
