@@ -21,6 +21,8 @@ from _results import save, table as results_table
 MODELS = {
     "resnet50": lambda: torchvision.models.resnet50(weights=None),
     "vit_base_patch16_224": lambda: timm.create_model("vit_base_patch16_224", pretrained=False),
+    "mobilenet_v3_large": lambda: torchvision.models.mobilenet_v3_large(weights=None),
+    "efficientnet_b0": lambda: torchvision.models.efficientnet_b0(weights=None),
 }
 
 

@@ -133,3 +133,71 @@ def test_weights_that_fit_give_no_checkpoint_finding(tmp_path):
     )
     codes = {f["code"] for f in json.loads(result.stdout)["findings"]}
     assert "MG213" not in codes and "MG205" not in codes
+
+
+CUSTOM_LAYER_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class NoisyLayer(nn.Module):
+        def forward(self, x):
+            if self.training:
+                return x + torch.randn_like(x)
+            return x
+
+    def factory():
+        return nn.Sequential(nn.Linear(8, 8), NoisyLayer(), nn.Linear(8, 2)).eval(), torch.randn(4, 8)
+
+    def batches():
+        return [torch.randn(4, 8) for _ in range(3)]
+
+    def loader():
+        data = torch.utils.data.TensorDataset(torch.randn(12, 8), torch.zeros(12))
+        return torch.utils.data.DataLoader(data, batch_size=4)
+    """
+)
+
+
+def test_custom_layer_in_a_user_file_is_found(tmp_path):
+    (tmp_path / "user_model.py").write_text(CUSTOM_LAYER_FILE)
+    result = run("audit", "user_model.py:factory", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    (mg210,) = [f for f in report["findings"] if f["code"] == "MG210"]
+    assert mg210["module"] == "1" and "user_model.py:7" in mg210["message"]
+    assert [(d["module"], d["kind"]) for d in report["divergence"]] == [("1", "custom")]
+
+
+def test_data_option_takes_batches_or_a_dataloader(tmp_path):
+    (tmp_path / "user_model.py").write_text(CUSTOM_LAYER_FILE)
+    for factory, batches in (("batches", 3), ("loader", 2)):
+        result = run(
+            "audit", "user_model.py:factory", "--data", f"user_model.py:{factory}",
+            "--max-batches", "2", "--format", "json", cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["input"].startswith(f"real data: {min(batches, 2)} batch(es)")
+        assert report["random_input"] is False
+    result = run("audit", "user_model.py:factory", "--data", "user_model.py:missing", cwd=tmp_path)
+    assert result.returncode == 2 and "no attribute 'missing'" in result.stderr
+
+
+def test_random_input_is_said_in_the_report(tmp_path):
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    result = run("audit", "m.py:model_only", "--input-shape", "4,4", "--format", "json", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    assert report["random_input"] is True and "random input" in report["input"]
+    assert not {"MG206", "MG211"} & {f["code"] for f in report["findings"]}
+
+
+def test_batch_dim_negative_is_exit_2_and_out_of_range_is_not_tested(tmp_path):
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    result = run("audit", "m.py:good", "--batch-dim", "-1", cwd=tmp_path)
+    assert result.returncode == 2 and "batch_dim must be 0 or more" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("audit", "m.py:good", "--batch-dim", "5", "--format", "json", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    assert report["batch_independent_in_eval"] is None
+    assert "dimension 5" in report["not_tested"]["batch_independent"]

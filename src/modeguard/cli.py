@@ -60,6 +60,11 @@ def audit(
     ),
     input_shape: Optional[str] = typer.Option(None, help="shape of a random example input, e.g. 8,3,224,224"),
     input: Optional[str] = typer.Option(None, "--input", help="a .pt file with the example input"),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="real data: path/file.py:factory or package.module:factory returning a "
+        "DataLoader or an iterable of batches (a tensor, a dict, or (input, target, ...))",
+    ),
+    max_batches: int = typer.Option(4, help="batches of --data to use (BatchNorm health uses all)"),
     weights: Optional[str] = typer.Option(None, help="a state_dict checkpoint (loaded with weights_only=True)"),
     format: AuditFormat = typer.Option(AuditFormat.text, "--format", help="text or json"),
     seed: int = typer.Option(0, help="seed for the random example input and the audit's passes"),
@@ -80,7 +85,7 @@ def audit(
         # What the user's code prints is held back: it goes to stderr before the report, never
         # into stdout (--format json), and an error stays one line.
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, _split(ignore), efficiency)
+            report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, _split(ignore), efficiency, data, max_batches)
     except ModeguardError as exc:
         if debug:
             sys.stderr.write(printed.getvalue())
@@ -114,7 +119,7 @@ def audit(
     raise typer.Exit(1 if report.errors else 0)
 
 
-def _run_audit(spec, input_shape, input_file, weights, seed, batch_dim, ignore, efficiency):
+def _run_audit(spec, input_shape, input_file, weights, seed, batch_dim, ignore, efficiency, data=None, max_batches=4):
     import torch
 
     from modeguard.errors import InputError, ModelCallError
@@ -126,17 +131,25 @@ def _run_audit(spec, input_shape, input_file, weights, seed, batch_dim, ignore, 
     if weights:
         missing, unexpected = loading.load_weights(model, weights)
         extra = loading.checkpoint_findings(model, missing, unexpected)
-    if input_file:
+    random_input = False
+    if data:
+        example = loading.load_data(data)
+    elif input_file:
         example = loading.load_input(input_file)
     elif input_shape:
         example = torch.randn(loading.parse_shape(input_shape), generator=torch.Generator().manual_seed(seed))
+        random_input = True
     elif example is None:
         shape = loading.default_input_shape(model)
         if shape is None:
-            raise InputError(f"{name} gave no example input: pass --input-shape or --input")
+            raise InputError(f"{name} gave no example input: pass --data, --input-shape or --input")
         example = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        random_input = True
     try:
-        report = run_audit(model, example, seed=seed, batch_dim=batch_dim, ignore=ignore, name=name)
+        report = run_audit(
+            model, example, seed=seed, batch_dim=batch_dim, ignore=ignore, name=name,
+            random_input=random_input, max_batches=max_batches,
+        )
     except ModelCallError as exc:
         raise InputError(f"{exc} (is the example input of the right shape?)") from exc
     report.findings[:0] = [f for f in extra if not any(f.code.startswith(c.upper()) for c in ignore)]

@@ -151,3 +151,24 @@ def test_audit_restores_when_the_model_raises():
     except Exception as exc:
         assert type(exc).__name__ == "ModelCallError"
     assert_same(before, snapshot(model))
+
+
+def test_first_audit_in_a_fresh_process_keeps_python_random_state():
+    """The lazy imports of the first call (rich draws from `random`) must not move it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import random
+        import torch
+        import modeguard
+        random.seed(7)
+        before = random.getstate()
+        modeguard.audit(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).eval(), torch.randn(3, 4))
+        print(random.getstate() == before)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.strip() == "True", result.stderr

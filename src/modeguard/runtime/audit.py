@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,39 +16,69 @@ from modeguard.findings import Finding, Severity
 from modeguard.runtime import batchnorm_health as bnh
 from modeguard.runtime.compare import (
     compare_outputs,
+    fingerprint_difference,
     fingerprints_match,
     leaf_difference,
     tolerance,
+    why_not_comparable,
+    worst,
 )
-from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules
-from modeguard.runtime.recorder import PassRecorder, output_print
+from modeguard.runtime.flags import FlagReads, is_user_defined, watching_flags
+from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules, reads_training_flag
+from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.state import preserved
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
 from modeguard.runtime.trees import batch_size, call_model, leaves, sample_of, take_sample, to_device
 
 SINGLE_VALUE_ERROR = "Expected more than 1 value per channel when training"
-# Train-vs-eval disagreement that means the eval predictions differ in kind, not in detail.
+# Train-vs-eval disagreement that means the eval predictions differ in kind, not in detail
+# (rel is symmetric, in [0, 2]: above 1 the two outputs point in opposite directions).
 TOP1_AGREEMENT_LIMIT = 0.5
 REL_DIFF_LIMIT = 1.0
+DATA_DEPENDENT = {"MG206", "MG211"}  # meaningless on random input
+TARGET_WORDS = ("target", "label")
+
+
+@dataclass
+class AuditInput:
+    """What the audit runs on: the first batch's model input, its targets (used in training-mode
+    passes), further batches (for BatchNorm health) and how the input came about."""
+
+    example: Any
+    targets: Any = None
+    more: list[Any] = field(default_factory=list)
+    description: str = "the example input"
+    random: bool = False
+    targets_from_data: bool = False  # dropped when forward() takes no targets (a classifier)
 
 
 def audit(
     model: nn.Module,
-    example_input: Any,
+    data: Any = None,
     *,
+    targets: Any = None,
+    max_batches: int = 4,
+    random_input: bool = False,
     seed: int = 0,
     batch_dim: int = 0,
-    max_samples: int = 4,
+    max_samples: int = 1,
     ignore: Iterable[str] = (),
     name: str | None = None,
 ) -> "AuditReport":
     """Explain how `model`'s predictions depend on train/eval mode.
 
-    `example_input` is a tensor, a tuple of positional arguments or a dict of keyword
-    arguments; `batch_dim` is where its samples are stacked (1 for sequence-first inputs), and
-    up to `max_samples` of them are each compared alone against the batch. The model is left bit-for-bit as it was: parameters, buffers, every
-    submodule's mode, `requires_grad`, hooks and the RNG states are restored.
+    `data` is one example input (a tensor, a tuple of positional arguments or a dict of keyword
+    arguments), or real data: a DataLoader or any other iterable of batches, of which the first
+    `max_batches` are used (a batch is a tensor, a dict of keyword arguments, or a tuple
+    `(input, target, ...)`). Without `data` the audit runs on random input of the model's usual
+    shape and leaves out the findings that depend on the data; `random_input=True` says that a
+    given example is such noise too. `targets` are passed to the training-mode passes (after the
+    positional inputs, or merged into a dict input): detection models need them in training.
+    `batch_dim` is where samples are stacked (1 for sequence-first inputs); up to `max_samples`
+    of them are each compared alone against the batch. The model is left bit-for-bit as it was:
+    parameters, buffers, tensor attributes, every submodule's mode, `requires_grad`, hooks and
+    the RNG states are restored.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"audit() needs a torch.nn.Module, got {type(model).__name__}")
@@ -53,14 +86,115 @@ def audit(
         raise InputError(
             "the model has uninitialized lazy modules; run one forward pass before auditing"
         )
+    if batch_dim < 0:
+        raise InputError(f"batch_dim must be 0 or more (the input's batch dimension), got {batch_dim}")
+    if max_batches < 1:
+        raise InputError(f"max_batches must be at least 1, got {max_batches}")
     device, dtype = _device_and_dtype(model)
-    example_input = to_device(example_input, device, dtype)
-    auditor = _Auditor(model, example_input, seed, batch_dim, max_samples, dtype)
-    with preserved(model), torch.no_grad():
+    with preserved(model) as attributes, torch.no_grad():
+        inputs = prepare_input(model, data, targets, max_batches, random_input, seed)
+        inputs.example = to_device(inputs.example, device, dtype)
+        inputs.targets = to_device(inputs.targets, device, dtype)
+        inputs.more = [to_device(batch, device, dtype) for batch in inputs.more]
+        if inputs.targets is not None and not takes_targets(model, inputs.example, inputs.targets):
+            if not inputs.targets_from_data:
+                raise InputError(f"{type(model).__name__}.forward() takes no targets argument")
+            inputs.targets = None
+        auditor = _Auditor(model, inputs, seed, batch_dim, max_samples, dtype, attributes)
         report = auditor.run(name or type(model).__name__, str(device), str(dtype).removeprefix("torch."))
     ignored = {code.upper() for code in ignore}
     report.findings = [f for f in report.findings if not any(f.code.startswith(c) for c in ignored)]
     return report
+
+
+def prepare_input(model, data, targets, max_batches, random_input, seed) -> AuditInput:
+    if data is None:
+        from modeguard.runtime.loading import default_input_shape
+
+        shape = default_input_shape(model)
+        if shape is None:
+            raise InputError(f"no input given and {type(model).__name__} has no known input shape: pass one")
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        return AuditInput(noise, targets, description=_random_description(shape), random=True)
+    if not is_data_source(data):
+        if random_input:
+            return AuditInput(data, targets, description=_random_description(_shape_of(data)), random=True)
+        return AuditInput(data, targets)
+    batches = []
+    for batch in data:
+        batches.append(split_batch(batch))
+        if len(batches) == max_batches:
+            break
+    if not batches:
+        raise InputError("the data gave no batch")
+    (example, first_targets), *rest = batches
+    return AuditInput(
+        example,
+        first_targets if targets is None else targets,
+        [example for example, _ in rest],
+        f"real data: {len(batches)} batch(es) from {type(data).__name__}",
+        targets_from_data=targets is None,
+    )
+
+
+def takes_targets(model: nn.Module, example: Any, targets: Any) -> bool:
+    """Whether forward() accepts the example with the targets added (a detector does, a
+    classifier does not); True when its signature cannot be read."""
+    call = with_targets(example, targets)
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return True
+    args, kwargs = (((), call) if isinstance(call, dict) else (call, {}))
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def is_data_source(data: Any) -> bool:
+    """A DataLoader, generator or other iterable of batches, as opposed to one example input."""
+    if isinstance(data, (torch.Tensor, tuple, list, dict, str, bytes)):
+        return False
+    return isinstance(data, torch.utils.data.DataLoader) or isinstance(data, Iterable)
+
+
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    """(model input, targets) of a batch: a tensor or a dict is all input; a tuple or list is
+    `(input, target, ...)`, its input passed as one argument (a list of images stays a list)."""
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise InputError("the data gave an empty batch")
+        first = batch[0]
+        example = first if isinstance(first, dict) else (first,)
+        return example, batch[1] if len(batch) > 1 else None
+    return batch, None
+
+
+def with_targets(example: Any, targets: Any) -> Any:
+    """The example with targets added, the way training-mode passes get them."""
+    if targets is None:
+        return example
+    if isinstance(example, dict):
+        if not isinstance(targets, dict):
+            raise InputError("with a dict (keyword) input, targets must be a dict of keyword arguments too")
+        return {**example, **targets}
+    if isinstance(example, tuple):
+        return (*example, targets)
+    return (example, targets)
+
+
+def _random_description(shape) -> str:
+    return (
+        f"random input (torch.randn{'' if shape is None else ' ' + str(list(shape))}): findings "
+        "that depend on the data (MG206, MG211) are left out; audit real data to get them"
+    )
+
+
+def _shape_of(example: Any):
+    tensors = [t for _, t in leaves(example, "input")]
+    return tuple(tensors[0].shape) if len(tensors) == 1 else None
 
 
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
@@ -71,14 +205,17 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | Non
 
 
 class _Auditor:
-    def __init__(self, model, example_input, seed, batch_dim, max_samples, dtype):
+    def __init__(self, model, inputs: AuditInput, seed, batch_dim, max_samples, dtype, attributes):
         self.model = model
-        self.x = example_input
+        self.inputs = inputs
+        self.x = inputs.example
         self.seed = seed
         self.batch_dim = batch_dim
         self.max_samples = max_samples
         self.rtol = tolerance(dtype or torch.float32)
         self.findings: list[Finding] = []
+        self.attributes = attributes
+        self.shared = shared_objects(model)
 
     def add(self, code, severity, message, fix="", module=None, **data) -> None:
         self.findings.append(Finding(code, Severity(severity), message, fix, module, data=data))
@@ -86,61 +223,97 @@ class _Auditor:
     def module_named(self, name: str) -> nn.Module:
         return self.model if name == "<root>" else self.model.get_submodule(name)
 
-    def forward(self, training: bool, recorder: PassRecorder | None = None, seed_offset: int = 0):
+    def forward(self, training: bool, recorder: PassRecorder | None = None, seed_offset: int = 0, example=None):
+        """One pass from the captured state: modes, seed, and any hidden state kept on `self`."""
         self.model.train(training)
-        torch.manual_seed(self.seed + seed_offset)
+        self.attributes.restore()
+        _seed(self.seed + seed_offset)
+        example = self.x if example is None else example
         if recorder is None:
-            return call_model(self.model, self.x)
+            return call_model(self.model, example)
         with recorder.recording():
-            return call_model(self.model, self.x)
+            return call_model(self.model, example)
 
     def run(self, name: str, device: str, dtype: str) -> AuditReport:
         model = self.model
         report = AuditReport(name, device, dtype, model.training)
-        report.mode_sensitive = mode_sensitive_modules(model)
-        self.check_structure(report)
-        sensitive_names = {m.name for m in report.mode_sensitive}
-
+        report.input = self.inputs.description
+        report.random_input = self.inputs.random
+        self.findings.extend(mode_state_findings(model))
         batchnorms = {name for name, _ in bnh.batchnorm_layers(model)}
+        known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
+        # Inputs are captured in the first pass for torch's known layers and for user-defined
+        # classes whose code mentions `training`; whether they read it is then measured.
+        likely = {
+            name or "<root>"
+            for name, m in model.named_modules()
+            if is_user_defined(m) and reads_training_flag(type(m))
+        }
+        capture = (set(known) | likely) - batchnorms
         first = PassRecorder(
-            model, capture_inputs=sensitive_names - batchnorms, channel_stats=batchnorms
+            model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture, shared=self.shared
         )
         try:
-            eval_out = self.forward(False, first)
+            with watching_flags(model) as reads:
+                eval_out = self.eval_out = self.forward(False, first)
         except Exception as eval_exc:  # noqa: BLE001 - the model's own error, reported
             self.eval_failed(eval_exc, report)
             report.findings = self.findings
             return report
+        late = (set(reads.lines) | set(reads.unwatched)) - capture - batchnorms
+        if late:  # read through code outside the class: one more pass to capture their inputs
+            more = PassRecorder(model, capture_inputs=late, only=late, shared=self.shared)
+            self.forward(False, more)
+            first.captured.update(more.captured)
+            first.calls.update({name: more.calls[name] for name in more.captured})
 
         self.check_single_value_batchnorms(first, report.training)
-        self.check_determinism(eval_out, first, report)
-        if report.deterministic:
-            self.check_batch_independence(eval_out, report)
-        self.check_batchnorm_health(first, report)
+        self.check_determinism_and_batch_independence(eval_out, report)
+        self.check_batchnorm_health(self.channel_stats(first, batchnorms), report)
+        # Replays before the training pass: it updates BatchNorm buffers that replayed modules'
+        # children (in eval) would then normalize with.
+        self.attribute(known, reads, first, report)
         self.compare_train_eval(eval_out, report)
-        self.attribute(report.mode_sensitive, first, report)
+        self.check_handed_over_in_training(report)
+        if self.inputs.random:
+            self.findings = [f for f in self.findings if f.code not in DATA_DEPENDENT]
         report.findings = self.findings
         return report
 
+    def channel_stats(self, first: PassRecorder, batchnorms: set[str]) -> dict:
+        """BatchNorm input statistics over every batch: the first pass's, plus one eval pass
+        per further batch of real data."""
+        stats = dict(first.channel_stats)
+        for example in self.inputs.more:
+            recorder = PassRecorder(self.model, channel_stats=batchnorms, only=batchnorms)
+            self.forward(False, recorder, example=example)
+            for name, observed in recorder.channel_stats.items():
+                stats[name] = stats[name].merged(observed) if name in stats else observed
+        return stats
+
     # -- mode state -----------------------------------------------------------------------
-    def check_structure(self, report: AuditReport) -> None:
-        self.findings.extend(mode_state_findings(self.model))
-        for item in (m for m in report.mode_sensitive if m.kind == "custom"):
-            self.add(
-                "MG210",
-                "info",
-                f"{item.type_name} branches on self.training: its output depends on the mode",
-                "check that both branches are intended; see the divergence table for its effect",
-                item.name,
-            )
-        if report.training:
-            self.add(
-                "MG212",
-                "warning",
-                "the model was handed over in training mode: Dropout is random and BatchNorm "
-                "normalizes with the statistics of each batch, so predictions depend on the batch",
-                "call model.eval() before inference (modeguard.evaluating(model) restores modes)",
-            )
+    def check_handed_over_in_training(self, report: AuditReport) -> None:
+        """MG212, only when the output was measured to depend on the mode."""
+        if not report.training:
+            return
+        measured = [
+            d for d in report.divergence if d.error or d.rel is None or d.rel > self.rtol
+        ]
+        overall = worst(report.train_vs_eval)
+        if overall is not None and not report.train_vs_eval_note:
+            if overall.rel <= self.rtol:
+                return  # layers may differ, the predictions do not (convnext's 1e-6 layer scale)
+        elif not measured:
+            return
+        kinds = sorted({d.kind for d in measured})
+        effect = f"rel diff {overall.rel:.3g} between the modes" if overall else "measured layer by layer"
+        self.add(
+            "MG212",
+            "warning",
+            "the model was handed over in training mode and its predictions depend on the mode "
+            f"(here: {effect}" + (f"; from {', '.join(kinds)} layers" if kinds else "") + ")",
+            "call model.eval() before inference (modeguard.evaluating(model) restores modes)",
+        )
 
     # -- passes ---------------------------------------------------------------------------
     def eval_failed(self, eval_exc: Exception, report: AuditReport) -> None:
@@ -152,7 +325,7 @@ class _Auditor:
                 f"{_one_line(eval_exc)}",
                 "construct BatchNorm with track_running_stats=True, or use GroupNorm/LayerNorm",
             )
-            self.check_batchnorm_health(PassRecorder(self.model), report)
+            self.check_batchnorm_health({}, report)
             return
         try:
             self.forward(True)
@@ -186,14 +359,40 @@ class _Auditor:
                     input_shape=list(shape),
                 )
 
-    def check_determinism(self, eval_out, first: PassRecorder, report: AuditReport) -> None:
-        second = PassRecorder(self.model)
-        out2 = self.forward(False, second, seed_offset=1)
-        diffs = [d for d in compare_outputs(eval_out, out2) if d.rel > self.rtol]
+    def check_determinism_and_batch_independence(self, eval_out, report: AuditReport) -> None:
+        """One sample alone, under another seed, against the batch: when it matches, the model
+        is deterministic and batch-independent in eval for one extra pass of one sample. Else
+        a second full pass under that seed tells randomness from samples mixing."""
+        status, index, detail = self.compare_sample_alone(eval_out, seed_offset=1)
+        if status == "same":
+            report.deterministic = report.batch_independent = True
+            return
+        self.check_determinism(eval_out, self.forward(False, seed_offset=1), report)
+        if not report.deterministic:
+            return
+        if status == "untested":
+            report.not_tested["batch_independent"] = detail
+            return
+        if self.blame_batch_mixing(index, batch_size(self.x, self.batch_dim), detail):
+            report.batch_independent = False
+        else:
+            report.not_tested["batch_independent"] = (
+                f"sample {index} alone {detail.removeprefix('gives ')}, but every module's output "
+                "matches within float error: the difference comes from discrete steps after them "
+                "(sorting, NMS, thresholds) amplifying float noise"
+            )
+
+    def check_determinism(self, eval_out, eval_out2, report: AuditReport) -> None:
+        diffs = [d for d in compare_outputs(eval_out, eval_out2) if not d.comparable or d.rel > self.rtol]
         report.deterministic = not diffs
         if report.deterministic:
             return
-        worst = max(d.rel for d in diffs)
+        worst_rel = max((d.rel for d in diffs if d.comparable), default=None)
+        figure = f"rel diff {worst_rel:.3g}" if worst_rel is not None else diffs[0].not_comparable
+        # Rare path: two fully recorded passes to find where the randomness enters.
+        first, second = PassRecorder(self.model), PassRecorder(self.model)
+        self.forward(False, first)
+        self.forward(False, second, seed_offset=1)
         changed = {
             name
             for name, call in first.calls.items()
@@ -211,11 +410,10 @@ class _Auditor:
             self.add(
                 "MG201",
                 "error",
-                f"two eval-mode passes with different seeds differ (rel diff {worst:.3g}); "
-                f"{where}{cause}",
+                f"two eval-mode passes with different seeds differ ({figure}); {where}{cause}",
                 fix,
                 source,
-                rel_diff=worst,
+                rel_diff=worst_rel,
             )
 
     def random_modules(self, candidates: set[str]) -> list[str]:
@@ -227,54 +425,66 @@ class _Auditor:
             if name not in recorder.captured:
                 continue
             module = self.module_named(name)
-            args, kwargs = recorder.captured[name]
             outputs = []
             for offset in (0, 1):
-                torch.manual_seed(self.seed + offset)
+                args, kwargs = frozen_copy(recorder.captured[name], recorder.shared)
+                _seed(self.seed + offset)
                 outputs.append(module(*args, **kwargs))
-            if any(d.rel > self.rtol for d in compare_outputs(*outputs)):
+            if any(not d.comparable or d.rel > self.rtol for d in compare_outputs(*outputs)):
                 random_ones.append(name)
         return _innermost(random_ones)
 
-    def check_batch_independence(self, eval_out, report: AuditReport) -> None:
+    def compare_sample_alone(self, eval_out, seed_offset: int) -> tuple[str, int | None, str | None]:
+        """("same" | "differs" | "untested", sample index, symptom or reason)."""
         dim = self.batch_dim
         size = batch_size(self.x, dim)
         if size is None or size < 2:
-            return
-        indices = sorted({round(i * (size - 1) / max(self.max_samples - 1, 1)) for i in range(min(size, self.max_samples))})
-        batched = dict(leaves(eval_out))
+            reason = (
+                f"the input has no batch of two or more along dim {dim}"
+                if size is not None or any(t.dim() > dim for _, t in leaves(self.x, "input"))
+                else f"no input tensor has a dimension {dim} (--batch-dim)"
+            )
+            return "untested", None, reason
+        count = min(size, self.max_samples)
+        # The last sample first: a statistic taken across the batch changes every sample.
+        indices = sorted({size - 1 - round(i * (size - 1) / max(count - 1, 1)) for i in range(count)})
+        compared = 0
         for index in indices:
             self.model.eval()
-            torch.manual_seed(self.seed)
+            self.attributes.restore()
+            _seed(self.seed + seed_offset)
             try:
                 alone = dict(leaves(call_model(self.model, take_sample(self.x, index, size, dim))))
             except Exception as exc:  # noqa: BLE001 - a sample that fails alone is the finding
-                report.batch_independent = False
-                self.blame_batch_mixing(index, size, f"raises alone ({_one_line(exc)})")
-                return
-            worst = max(
-                (
-                    leaf_difference(p, sample, alone[p]).rel
-                    for p, t in batched.items()
-                    if p in alone and (sample := sample_of(t, index, size, dim)) is not None
-                ),
-                default=0.0,
-            )
-            if worst > self.rtol * 10:
-                report.batch_independent = False
-                self.blame_batch_mixing(index, size, f"gives a different output alone (rel diff {worst:.3g})")
-                return
-        report.batch_independent = True
+                return "differs", index, f"raises alone ({_one_line(exc)})"
+            diffs = [
+                leaf_difference(path, sample, alone[path])
+                for path, sample in per_sample_leaves(eval_out, index, size, dim).items()
+                if path in alone
+            ]
+            diffs = [d for d in diffs if d.comparable]
+            compared += len(diffs)
+            worst_rel = max((d.rel for d in diffs), default=0.0)
+            if worst_rel > self.rtol * 10:
+                return "differs", index, f"gives a different output alone (rel diff {worst_rel:.3g})"
+        if not compared:
+            return "untested", None, f"no output tensor could be matched to a sample along dim {dim}"
+        return "same", None, None
 
-    def blame_batch_mixing(self, index: int, size: int, symptom: str) -> None:
+    def blame_batch_mixing(self, index: int, size: int, symptom: str) -> bool:
+        """MG202 for the modules where samples start to mix; False (nothing reported) when a
+        sample alone returns but no module's output changes beyond float error."""
         batched = PassRecorder(self.model, sample=(index, size, self.batch_dim))
         self.forward(False, batched)
         alone = PassRecorder(self.model)
         self.model.eval()
+        self.attributes.restore()
         try:
             with alone.recording():
                 call_model(self.model, take_sample(self.x, index, size, self.batch_dim))
             sources = _sources_of_change(batched, alone, self.rtol * 100)
+            if not sources:
+                return False
         except Exception:  # noqa: BLE001 - blame the innermost module that did not return
             sources = _innermost([n for n, c in alone.calls.items() if c.output_print is None])
         for source in sources or [None]:
@@ -288,11 +498,12 @@ class _Auditor:
                 "per-sample normalization (LayerNorm/GroupNorm)",
                 source,
             )
+        return True
 
-    def check_batchnorm_health(self, first: PassRecorder, report: AuditReport) -> None:
+    def check_batchnorm_health(self, observed: dict, report: AuditReport) -> None:
         layers = bnh.batchnorm_layers(self.model)
         for name, bn in layers:
-            report.batchnorm.append(bnh.health_of(name, bn, first.channel_stats.get(name)))
+            report.batchnorm.append(bnh.health_of(name, bn, observed.get(name)))
         uncalibrated = [h for h in report.batchnorm if h.never_calibrated]
         calibrated = [h for h in report.batchnorm if h.has_running_stats and not h.never_calibrated]
         for h in uncalibrated:
@@ -312,7 +523,7 @@ class _Auditor:
                 self.add(
                     "MG206",
                     "warning",
-                    f"running statistics do not match the example input: mean shift "
+                    f"running statistics do not match the {'data' if self.inputs.more else 'example input'}: mean shift "
                     f"{h.mean_shift:.2f} running std, variance ratio {h.var_ratio:.2f} (median "
                     "over channels)",
                     "recalibrate on data like the data you predict on (modeguard.recalibrate_bn)",
@@ -331,14 +542,20 @@ class _Auditor:
                 )
 
     def compare_train_eval(self, eval_out, report: AuditReport) -> None:
+        targets = self.inputs.targets
         try:
-            train_out = self.forward(True)
+            train_out = self.forward(True, example=with_targets(self.x, targets))
         except Exception as exc:  # noqa: BLE001
             if SINGLE_VALUE_ERROR in str(exc):
                 if "MG208" not in {f.code for f in self.findings}:
                     self.add("MG208", "error" if report.training else "warning",
                              f"training mode raises: {_one_line(exc)}",
                              "use batches of >= 2 in training or eval mode for single samples")
+            elif targets is None and _needs_targets(str(exc)):
+                report.train_vs_eval_note = (
+                    f"not compared: training mode needs targets ({_one_line(exc)}); pass "
+                    "targets= or data that yields (input, target)"
+                )
             else:
                 self.add(
                     "MG209",
@@ -348,9 +565,14 @@ class _Auditor:
                 )
             return
         report.train_vs_eval = compare_outputs(eval_out, train_out)
-        if not report.train_vs_eval:
+        unrelated = why_not_comparable(eval_out, train_out)
+        if unrelated:
+            report.train_vs_eval_note = f"not comparable: {unrelated}"
             return
-        primary = report.train_vs_eval[0]
+        primary = next((d for d in report.train_vs_eval if d.comparable), None)
+        if primary is None:
+            report.train_vs_eval_note = f"not comparable: {report.train_vs_eval[0].not_comparable}"
+            return
         strong = (
             primary.top1_agreement is not None and primary.top1_agreement < TOP1_AGREEMENT_LIMIT
         ) or primary.rel > REL_DIFF_LIMIT
@@ -370,53 +592,121 @@ class _Auditor:
                 rel_diff=primary.rel,
                 top1_agreement=primary.top1_agreement,
             )
-        if report.training:
-            for f in self.findings:
-                if f.code == "MG212":
-                    f.message += f" (here: eval and training outputs differ by rel {primary.rel:.3g})"
 
     @staticmethod
     def batchnorm_divergence(item, bn, observed) -> ModuleDivergence:
         if observed.count < 2:
-            return ModuleDivergence(item.name, item.kind, math.inf, math.inf, f"raises in training: {SINGLE_VALUE_ERROR}")
+            return ModuleDivergence(item.name, item.kind, None, None, f"raises in training: {SINGLE_VALUE_ERROR}")
         max_abs, rel = bnh.mode_divergence(bn, observed)
         return ModuleDivergence(item.name, item.kind, max_abs, rel)
 
-    def replayed_divergence(self, item, module, captured, call) -> ModuleDivergence:
-        """Replay the module on its captured input with only its own flag in training mode.
-        When the output matches the eval pass's fingerprint the mode changes nothing here and
-        the eval replay is skipped (a model root that reads self.training costs one forward)."""
-        args, kwargs = captured
+    def replayed_divergence(self, name, kind, module, captured, call) -> ModuleDivergence:
+        """Replay the module on a private copy of its captured input (caches included) with only
+        its own flag in training mode, and compare with the eval pass's fingerprint of its output
+        (up to 4096 evenly spaced values per tensor, all of a small one). An eval replay runs
+        only when the two differ in structure, to say why they are not comparable."""
         outputs = {}
         try:
             for training in (True, False):
+                if not training and module is self.model:
+                    outputs[False] = self.eval_out  # the root's eval replay is the first pass
+                    break
+                args, kwargs = frozen_copy(captured, self.shared)
+                if training and module is self.model and self.inputs.targets is not None:
+                    args, kwargs = _with_call_targets(args, kwargs, self.inputs.targets)
                 module.training = training  # noqa: MG104 - this module's own flag, on purpose
-                torch.manual_seed(self.seed)
+                _seed(self.seed)  # the seed of the pass that captured the input
                 outputs[training] = module(*args, **kwargs)
                 if training and call.output_print is not None:
                     sampled = output_print(outputs[True])
-                    if sampled is not None and fingerprints_match(call.output_print, sampled, self.rtol):
-                        return ModuleDivergence(item.name, item.kind, 0.0, 0.0)
+                    if sampled is not None and sampled.shape == call.output_print.shape:
+                        max_abs, rel = fingerprint_difference(call.output_print, sampled)
+                        return ModuleDivergence(name, kind, max_abs, rel)
         except Exception as exc:  # noqa: BLE001 - reported as this module's divergence
-            return ModuleDivergence(item.name, item.kind, math.inf, math.inf, _one_line(exc))
+            return ModuleDivergence(name, kind, None, None, f"raises in training: {_one_line(exc)}")
         finally:
             module.training = False  # noqa: MG104 - the audit runs in eval; modes restored at the end
-        worst = max(compare_outputs(outputs[False], outputs[True]), key=lambda d: d.rel, default=None)
-        if worst is None:
-            return ModuleDivergence(item.name, item.kind, 0.0, 0.0)
-        return ModuleDivergence(item.name, item.kind, worst.max_abs, worst.rel)
+        unrelated = why_not_comparable(outputs[False], outputs[True])
+        if unrelated:
+            return ModuleDivergence(name, kind, None, None, f"not comparable: {unrelated}")
+        diffs = compare_outputs(outputs[False], outputs[True])
+        largest = worst(diffs)
+        if largest is None:
+            reason = next((d.not_comparable for d in diffs if not d.comparable), None)
+            if reason:
+                return ModuleDivergence(name, kind, None, None, f"not comparable: {reason}")
+            return ModuleDivergence(name, kind, 0.0, 0.0)
+        return ModuleDivergence(name, kind, largest.max_abs, largest.rel)
 
-    def attribute(self, sensitive: list[ModeSensitive], first: PassRecorder, report: AuditReport) -> None:
-        for item in sensitive:
-            module = self.module_named(item.name)
-            if item.name in first.channel_stats:
-                report.divergence.append(self.batchnorm_divergence(item, module, first.channel_stats[item.name]))
+    def attribute(self, known: dict, reads: FlagReads, first: PassRecorder, report: AuditReport) -> None:
+        """The divergence table and MG210, measured: torch's known layers by closed form or
+        replay; every user-defined module that read its own flag, by replay."""
+        self.model.eval()  # each replay switches one module's own flag; the rest stays in eval
+        for name, module in self.model.named_modules():
+            name = name or "<root>"
+            item = known.get(name)
+            if item is not None:
+                report.mode_sensitive.append(item)
+                if name in first.channel_stats:
+                    report.divergence.append(self.batchnorm_divergence(item, module, first.channel_stats[name]))
+                elif name in first.captured:
+                    report.divergence.append(
+                        self.replayed_divergence(name, item.kind, module, first.captured[name], first.calls[name])
+                    )
                 continue
-            captured = first.captured.get(item.name)
-            if captured is None:
-                continue  # never called on this input
-            report.divergence.append(self.replayed_divergence(item, module, captured, first.calls[item.name]))
-        report.divergence.sort(key=lambda d: -d.rel)
+            if name not in first.captured or not (reads.read(name) or name in reads.unwatched):
+                continue  # reads no flag, or never called on this input
+            measured = self.replayed_divergence(name, "custom", module, first.captured[name], first.calls[name])
+            if measured.error is None and measured.rel <= self.rtol:
+                continue  # reads the flag, but switching it changes nothing here
+            if _needs_targets(measured.error) and (self.inputs.targets is None or module is not self.model):
+                continue  # training mode needs targets (only the root gets them): a property
+            where = reads.where(name)
+            report.mode_sensitive.append(
+                ModeSensitive(
+                    name,
+                    "custom",
+                    type(module).__name__,
+                    "its own training flag changes its output" + (f" (read at {where})" if where else ""),
+                )
+            )
+            report.divergence.append(measured)
+            effect = measured.error or f"rel diff {measured.rel:.3g}"
+            self.add(
+                "MG210",
+                "info",
+                f"{type(module).__name__}'s output depends on its own training flag ({effect})"
+                + (f": it reads self.training at {where}" if where else ""),
+                "check that both branches are intended; see the divergence table for its effect",
+                name,
+            )
+        report.divergence.sort(key=lambda d: -(d.rel if d.rel is not None else math.inf))
+
+
+def per_sample_leaves(out: Any, index: int, size: int, dim: int) -> dict[str, torch.Tensor]:
+    """The output tensors of sample `index`, under the paths they have when it runs alone: a
+    slice of each batched tensor, or item `index` of a per-sample list (detections)."""
+    if isinstance(out, list) and len(out) == size and dim == 0:
+        return dict(leaves(out[index], "output[0]"))
+    return {p: s for p, t in leaves(out) if (s := sample_of(t, index, size, dim)) is not None}
+
+
+def _seed(seed: int) -> None:
+    """torch.manual_seed without its per-call cost when CUDA is not initialized (it records a
+    stack trace for a deferred CUDA seeding); CUDA devices in use are seeded too."""
+    torch.random.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _needs_targets(error: str | None) -> bool:
+    return bool(error) and any(word in error.lower() for word in TARGET_WORDS)
+
+
+def _with_call_targets(args: tuple, kwargs: dict, targets: Any) -> tuple[tuple, dict]:
+    if isinstance(targets, dict) and not args:
+        return args, {**kwargs, **targets}
+    return (*args, targets), kwargs
 
 
 def _randomness_cause(source, strays, unreached, unreached_ids) -> tuple[str, str]:

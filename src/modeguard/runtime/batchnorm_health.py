@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -78,8 +77,23 @@ class ChannelStats:
         dims = [0, *range(2, x.dim())]
         count = x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] else 0
         xf = x.float()
-        var, mean = torch.var_mean(xf, dim=dims, correction=0)
+        # Two plain reductions: torch.var_mean over dims (0, 2, 3) is ~15x slower on CPU.
+        mean = xf.mean(dim=dims)
+        centered = xf - mean.view(1, -1, *[1] * (x.dim() - 2))
+        var = (centered * centered).mean(dim=dims)
         return cls(count, mean, var, xf.amin(dim=dims), xf.amax(dim=dims))
+
+    def merged(self, other: "ChannelStats") -> "ChannelStats":
+        """The statistics of both inputs together (several real batches)."""
+        total = self.count + other.count
+        if total == 0:
+            return self
+        a, b = self.count / total, other.count / total
+        mean = a * self.mean + b * other.mean
+        var = a * (self.var + (self.mean - mean) ** 2) + b * (other.var + (other.mean - mean) ** 2)
+        return ChannelStats(
+            total, mean, var, torch.minimum(self.min, other.min), torch.maximum(self.max, other.max)
+        )
 
 
 def health_of(name: str, bn: nn.Module, observed: ChannelStats | None = None) -> BatchNormHealth:
@@ -115,8 +129,8 @@ def mode_divergence(bn: nn.Module, observed: ChannelStats) -> tuple[float, float
     train_out = (ends - observed.mean) * train_scale + bias
     eval_out = (ends - bn.running_mean.float()) * eval_scale + bias
     max_abs = float((train_out - eval_out).abs().max())
-    scale = float(eval_out.abs().max())
-    return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf))
+    scale = max(float(eval_out.abs().max()), float(train_out.abs().max()))
+    return max_abs, (max_abs / scale if scale > 0 else 0.0)
 
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
-import textwrap
+import types
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -32,7 +30,17 @@ def is_batchnorm(module: nn.Module) -> bool:
 
 
 def describe(module: nn.Module) -> tuple[str, str] | None:
-    """(kind, what changes between the modes) for a mode-sensitive module, else None."""
+    """(kind, what changes between the modes) for a module that may be mode-sensitive, judged
+    without running it: torch's known layers, and user-defined classes whose code reads
+    `self.training` (the audit measures those instead)."""
+    known = describe_known(module)
+    if known is None and reads_training_flag(type(module)):
+        return "custom", "its code reads self.training"
+    return known
+
+
+def describe_known(module: nn.Module) -> tuple[str, str] | None:
+    """(kind, what changes between the modes) for torch's own mode-sensitive layers, else None."""
     if isinstance(module, _BatchNorm):
         if module.running_mean is None:
             return "batchnorm", "no running statistics: normalizes with batch statistics in both modes"
@@ -49,12 +57,11 @@ def describe(module: nn.Module) -> tuple[str, str] | None:
         return "transformer", "dropout in training; eval with autograd off may take the fused fast path"
     if isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1:
         return "rnn", f"training: dropout p={module.dropout:g} between layers; eval: none"
-    if reads_training_flag(type(module)):
-        return "custom", "its code branches on self.training"
     return None
 
 
 def mode_sensitive_modules(model: nn.Module) -> list[ModeSensitive]:
+    """Mode-sensitive modules judged without running the model (see `describe`)."""
     found = []
     for name, module in model.named_modules():
         described = describe(module)
@@ -66,35 +73,25 @@ def mode_sensitive_modules(model: nn.Module) -> list[ModeSensitive]:
 
 @lru_cache(maxsize=None)
 def reads_training_flag(cls: type) -> bool:
-    """True when a user-defined class's own methods read `self.training` (torch's are known)."""
+    """True when a user-defined class's own methods load an attribute named `training`.
+    Reads the compiled code, not the source file: classes defined in a script, a notebook or
+    `exec` have no source for `inspect` to find."""
     if cls.__module__.startswith("torch.") or cls is nn.Module:
         return False
     for klass in cls.__mro__:
         if klass is nn.Module or klass.__module__.startswith("torch."):
             break
-        if _source_reads_training(klass):
-            return True
+        for attr, value in vars(klass).items():
+            if attr in ("train", "eval", "__init__"):  # setting modes is not branching on one
+                continue
+            function = getattr(value, "__func__", value)
+            code = getattr(function, "__code__", None)
+            if code is not None and _loads_training(code):
+                return True
     return False
 
 
-def _source_reads_training(klass: type) -> bool:
-    try:
-        source = textwrap.dedent(inspect.getsource(klass))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
-        return False
-    methods = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.name not in ("train", "eval", "__init__")  # setting modes is not branching on one
-    ]
-    return any(
-        isinstance(node, ast.Attribute)
-        and node.attr == "training"
-        and isinstance(node.ctx, ast.Load)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "self"
-        for method in methods
-        for node in ast.walk(method)
+def _loads_training(code: types.CodeType) -> bool:
+    return "training" in code.co_names or any(
+        isinstance(const, types.CodeType) and _loads_training(const) for const in code.co_consts
     )

@@ -46,6 +46,24 @@ def load_factory(spec: str) -> tuple[nn.Module, Any, str]:
     return made, example, spec
 
 
+def load_data(spec: str) -> Any:
+    """The DataLoader or iterable of batches that `file.py:factory` / `pkg.mod:factory` returns."""
+    source, sep, attr = spec.rpartition(":")
+    if not sep or not source or not attr:
+        raise InputError(f"--data must look like path/file.py:factory or package.module:factory, got {spec!r}")
+    factory = getattr(_import_source(source), attr, None)
+    if factory is None:
+        raise InputError(f"{source} has no attribute {attr!r}")
+    data = run_user_code(spec, factory) if callable(factory) else factory
+    if isinstance(data, (torch.Tensor, tuple, list, dict)):
+        return iter([data]) if not isinstance(data, list) else iter(data)
+    try:
+        iter(data)
+    except TypeError as exc:
+        raise InputError(f"{spec} returned {type(data).__name__}, not a DataLoader or iterable of batches") from exc
+    return data
+
+
 def _import_source(source: str):
     if source.endswith(".py") or "/" in source or "\\" in source:
         path = Path(source)
@@ -101,9 +119,21 @@ def import_torchvision() -> types.ModuleType:
 def _torchvision(name: str) -> nn.Module:
     torchvision = import_torchvision()
     try:
-        return torchvision.models.get_model(name, weights=None)
+        builder = torchvision.models.get_model_builder(name)
     except ValueError as exc:
         raise InputError(f"unknown torchvision model {name!r}") from exc
+    return builder(**no_pretrained_weights(builder))
+
+
+def no_pretrained_weights(builder) -> dict:
+    """weights=None, and weights_backbone=None where the builder takes it (detection and
+    segmentation models would otherwise download ImageNet backbone weights)."""
+    import inspect
+
+    kwargs = {"weights": None}
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        kwargs["weights_backbone"] = None
+    return kwargs
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -42,9 +43,27 @@ def output_print(obj: Any, select=lambda t: t) -> torch.Tensor | None:
     return torch.cat(prints) if prints else None
 
 
+def shared_objects(model: nn.Module) -> dict[int, Any]:
+    """The model's modules, parameters and buffers: shared, never copied, by `frozen_copy`."""
+    return {id(x): x for x in [*model.modules(), *model.parameters(), *model.buffers()]}
+
+
+def frozen_copy(obj: Any, shared: dict[int, Any]) -> Any:
+    """A private copy of a module's arguments, caches and other state objects included (a KV
+    cache the call extends must not leak into a replay); the `shared` objects are kept."""
+    try:
+        return copy.deepcopy(obj, dict(shared))
+    except Exception:  # noqa: BLE001 - an object that refuses copying: copy the tensors only
+        return map_tensors(obj, torch.Tensor.clone)
+
+
 class PassRecorder:
-    """Records, for each registered module's first call: fingerprints of its input and output,
-    input shapes, and (for `capture_inputs`) a private copy of its arguments to replay it."""
+    """Records, for each watched module's first call: fingerprints of its input and output,
+    input shapes, and (for `capture_inputs`) a private copy of its arguments to replay it.
+
+    `only` limits the hooks to those modules (hooks on every module of a small-layer model cost
+    more than its forward), and output fingerprints to the captured ones; None watches every
+    module and notes modules built in forward."""
 
     def __init__(
         self,
@@ -52,9 +71,13 @@ class PassRecorder:
         capture_inputs: set[str] = frozenset(),
         sample: tuple[int, int, int] | None = None,
         channel_stats: set[str] = frozenset(),
+        only: set[str] | None = None,
+        shared: dict[int, Any] | None = None,
     ):
         self.model = model
         self.capture_inputs = capture_inputs
+        self.shared = shared if shared is not None else shared_objects(model) if capture_inputs else {}
+        self.only = only
         self.sample = sample  # (index, batch size, batch dim): fingerprint only that sample
         self.calls: dict[str, ModuleCall] = {}
         self.captured: dict[str, tuple[tuple, dict]] = {}
@@ -74,6 +97,8 @@ class PassRecorder:
         handles = []
         for module in self.model.modules():
             name = names[id(module)]
+            if self.only is not None and name not in self.only:
+                continue
             handles.append(
                 module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True)
             )
@@ -92,7 +117,8 @@ class PassRecorder:
                     )
                 )
 
-        handles.append(register_module_forward_pre_hook(global_pre_hook))
+        if self.only is None:
+            handles.append(register_module_forward_pre_hook(global_pre_hook))
         try:
             yield self
         finally:
@@ -105,11 +131,12 @@ class PassRecorder:
             if name in self.calls:
                 return None
             call = ModuleCall(name, len(self.calls))
-            call.input_print = output_print((args, kwargs), self._select)
+            if self.only is None:
+                call.input_print = output_print((args, kwargs), self._select)
             call.input_shapes = [tuple(t.shape) for _, t in leaves(args)]
             self.calls[name] = call
             if name in self.capture_inputs:
-                self.captured[name] = map_tensors((args, kwargs), torch.Tensor.clone)
+                self.captured[name] = frozen_copy((args, kwargs), self.shared)
             if name in self.channel_stats_of and args and isinstance(args[0], torch.Tensor):
                 self.channel_stats[name] = ChannelStats.of(args[0])
             return None
@@ -121,7 +148,7 @@ class PassRecorder:
             if self._stack:
                 self._stack.pop()
             call = self.calls[name]
-            if call.output_print is None:
+            if call.output_print is None and (self.only is None or name in self.capture_inputs):
                 call.output_print = output_print(output, self._select)
             return None
 

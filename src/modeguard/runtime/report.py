@@ -21,9 +21,9 @@ class ModuleDivergence:
 
     module: str
     kind: str
-    max_abs: float
-    rel: float
-    error: str | None = None
+    max_abs: float | None
+    rel: float | None
+    error: str | None = None  # "raises in training: ..." or "not comparable: ..."; no figures then
 
     def to_dict(self) -> dict:
         return {
@@ -48,6 +48,10 @@ class AuditReport(Presentable):
     deterministic: bool | None = None
     batch_independent: bool | None = None
     batchnorm: list[BatchNormHealth] = field(default_factory=list)
+    input: str = "the example input"  # what the audit ran on
+    random_input: bool = False
+    train_vs_eval_note: str | None = None  # why the outputs were not (fully) compared
+    not_tested: dict[str, str] = field(default_factory=dict)  # check -> reason
 
     @property
     def errors(self) -> list[Finding]:
@@ -62,12 +66,16 @@ class AuditReport(Presentable):
             "device": self.device,
             "dtype": self.dtype,
             "training": self.training,
+            "input": self.input,
+            "random_input": self.random_input,
             "findings": [f.to_dict() for f in sort_findings(self.findings)],
             "mode_sensitive": [m.to_dict() for m in self.mode_sensitive],
             "train_vs_eval": [d.to_dict() for d in self.train_vs_eval],
+            "train_vs_eval_note": self.train_vs_eval_note,
             "divergence": [d.to_dict() for d in self.divergence],
             "deterministic_in_eval": self.deterministic,
             "batch_independent_in_eval": self.batch_independent,
+            "not_tested": self.not_tested,
             "batchnorm": [h.to_dict() for h in self.batchnorm],
         }
 
@@ -89,11 +97,15 @@ class AuditReport(Presentable):
             (self.model, "bold magenta"),
             f"  ({self.device}, {self.dtype}, handed over in {mode} mode)",
         )
+        yield Text(f"input: {self.input}", style="yellow" if self.random_input else "")
         yield Text(
             f"{len(self.mode_sensitive)} mode-sensitive module(s); "
             f"deterministic in eval: {_yes_no(self.deterministic)}; "
-            f"batch-independent in eval: {_yes_no(self.batch_independent)}"
+            f"batch-independent in eval: "
+            f"{_yes_no(self.batch_independent, self.not_tested.get('batch_independent'))}"
         )
+        if self.train_vs_eval_note:
+            yield Text(f"training vs eval output: {self.train_vs_eval_note}")
         if self.train_vs_eval:
             yield _train_vs_eval_table(self.train_vs_eval)
         if self.divergence:
@@ -103,8 +115,10 @@ class AuditReport(Presentable):
         yield findings_table(self.findings)
 
 
-def _yes_no(value: bool | None) -> str:
-    return "not tested" if value is None else ("yes" if value else "NO")
+def _yes_no(value: bool | None, reason: str | None = None) -> str:
+    if value is None:
+        return f"not tested ({reason})" if reason else "not tested"
+    return "yes" if value else "NO"
 
 
 def _fmt(x: float | None) -> str:
@@ -119,7 +133,8 @@ def _train_vs_eval_table(diffs: list[LeafDifference]) -> Table:
         table.add_column(column)
     for d in diffs[:10]:
         top1 = "-" if d.top1_agreement is None else f"{d.top1_agreement:.0%}"
-        table.add_row(d.path, _fmt(d.max_abs), _fmt(d.rel), top1)
+        rel = _fmt(d.rel) if d.comparable else f"not comparable: {d.not_comparable}"
+        table.add_row(d.path, _fmt(d.max_abs), rel, top1)
     return table
 
 

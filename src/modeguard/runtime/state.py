@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -81,15 +82,75 @@ class TensorState:
             param.requires_grad_(flag)
 
 
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+
+
+def _holds_state(value: Any) -> bool:
+    """A tensor, or a container with tensors: what a stateful forward keeps on `self`
+    (an RNN's hidden state, a KV cache) besides parameters and buffers."""
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_state(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_state(v) for v in value.values())
+    return False
+
+
+@dataclass
+class ModuleAttributes:
+    """Plain attributes holding tensors (or None) on every module: a model that keeps its hidden
+    state or cache on `self` between calls is put back in the same state before each pass. The
+    original objects are put back (a reference the user holds stays valid), with their contents."""
+
+    saved: list[tuple[nn.Module, dict[str, tuple[Any, Any]]]]
+
+    @classmethod
+    def capture(cls, model: nn.Module) -> "ModuleAttributes":
+        shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+        saved = []
+        for module in model.modules():
+            state = {
+                key: (value, copy.deepcopy(value, dict(shared)))
+                for key, value in vars(module).items()
+                if key not in _MODULE_INTERNALS and (value is None or _holds_state(value))
+            }
+            if state:
+                saved.append((module, state))
+        return cls(saved)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for module, state in self.saved:
+            attributes = vars(module)
+            created = [
+                k for k, v in attributes.items()
+                if k not in _MODULE_INTERNALS and k not in state and _holds_state(v)
+            ]
+            for key in created:
+                del attributes[key]
+            for key, (original, snapshot) in state.items():
+                attributes[key] = original
+                if isinstance(original, torch.Tensor) and original.shape == snapshot.shape:
+                    original.copy_(snapshot)
+                elif isinstance(original, list):
+                    original[:] = copy.deepcopy(snapshot)
+                elif isinstance(original, dict):
+                    original.clear()
+                    original.update(copy.deepcopy(snapshot))
+
+
 @contextmanager
-def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[None]:
+def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[ModuleAttributes]:
     """Run a block that may switch modes, update buffers or draw random numbers; undo it all."""
     modes = ModuleModes.capture(model)
     rng = RngState.capture()
     saved = TensorState.capture(model) if tensors else None
+    attributes = ModuleAttributes.capture(model)
     try:
-        yield
+        yield attributes  # restore() it before each pass of a stateful model
     finally:
+        attributes.restore()
         modes.restore()
         rng.restore()
         if saved is not None:

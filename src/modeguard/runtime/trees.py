@@ -7,6 +7,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+MAX_DEPTH = 8  # nesting levels followed into an output
+
 
 def call_model(model: Callable, example_input: Any) -> Any:
     """A tensor is one argument, a tuple/list positional arguments, a dict keyword arguments."""
@@ -29,22 +31,30 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     return obj
 
 
-def leaves(obj: Any, path: str = "output") -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor in a nested output with a readable path (`output.logits`, `output[0]`)."""
+def leaves(obj: Any, path: str = "output", depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in a nested output with a readable path (`output.logits`, `output[0]`),
+    plain objects' attributes included (torchvision's ImageList, a KV cache)."""
+    if depth > MAX_DEPTH:
+        return
+    depth += 1
     if isinstance(obj, torch.Tensor):
         yield path, obj
     elif isinstance(obj, dict):  # also Hugging Face ModelOutput (an OrderedDict)
         for key, value in obj.items():
-            yield from leaves(value, f"{path}.{key}")
+            yield from leaves(value, f"{path}.{key}", depth)
     elif isinstance(obj, tuple) and hasattr(obj, "_fields"):
         for key, value in zip(obj._fields, obj):
-            yield from leaves(value, f"{path}.{key}")
+            yield from leaves(value, f"{path}.{key}", depth)
     elif isinstance(obj, (tuple, list)):
         for i, value in enumerate(obj):
-            yield from leaves(value, f"{path}[{i}]")
+            yield from leaves(value, f"{path}[{i}]", depth)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         for f in dataclasses.fields(obj):
-            yield from leaves(getattr(obj, f.name), f"{path}.{f.name}")
+            yield from leaves(getattr(obj, f.name), f"{path}.{f.name}", depth)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, (type, torch.nn.Module)) and not callable(obj):
+        for key, value in vars(obj).items():
+            if not key.startswith("_"):
+                yield from leaves(value, f"{path}.{key}", depth)
 
 
 def batch_size(example_input: Any, dim: int = 0) -> int | None:
