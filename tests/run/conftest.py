@@ -11,11 +11,16 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 def run_modeguard(*args, cwd=None, timeout=180):
     """`python -m modeguard ...` as a real subprocess, single-threaded and offline."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "modeguard", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+                          cwd=cwd, env=program_env(), timeout=timeout)
+
+
+def program_env() -> dict[str, str]:
+    """The environment of a program under test, with or without modeguard: one thread, so
+    that results compare bit for bit, and offline."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+            "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
 
 
 @pytest.fixture

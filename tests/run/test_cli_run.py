@@ -4,7 +4,7 @@ __main__, stdout, exit code, exceptions); the report goes to stderr or --output 
 import json
 import textwrap
 
-from tests.run.conftest import run_modeguard
+from tests.run.conftest import program_env, run_modeguard
 
 PROGRAM = textwrap.dedent(
     """
@@ -129,7 +129,7 @@ def test_results_and_random_streams_are_the_same_as_without_modeguard(tmp_path):
     import subprocess
     import sys
 
-    plain = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120)
+    plain = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, env=program_env(), timeout=120)
     checked = run_modeguard("run", program)
     assert plain.returncode == checked.returncode == 0
     assert checked.stdout == plain.stdout
