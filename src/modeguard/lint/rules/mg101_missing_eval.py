@@ -1,12 +1,15 @@
 import ast
 import re
 
-from modeguard.lint.flow import NOT_TRAINED_RE, FlowIndex, argument_map, chain_root, related
-from modeguard.lint.models import looks_like_model, model_origin
+from modeguard.lint.context import dotted_name
+from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
+from modeguard.lint.project import related
 from modeguard.lint.rule import Rule
 
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
 FRAMEWORK_HOOK_RE = re.compile(r"(_step$|_step_end$|^on_|_epoch_end$)")  # Lightning hooks
+EVAL_LOADER_RE = re.compile(r"(test|val|valid|eval|dev|holdout)", re.I)
+RECALIBRATION_RE = re.compile(r"(recalib|calibrat|update_bn|bn_stat|batch ?norm|\bbn\b|mc.?dropout|monte|mc_|dropout)", re.I)
 
 
 class MissingEval(Rule):
@@ -40,41 +43,35 @@ class MissingEval(Rule):
     )
 
     def check(self, ctx):
-        flow = FlowIndex(ctx)
-        evaluated_anywhere = _evaluated_receivers(ctx)
-        for func, scope in [*ctx.functions, (ctx.tree, None)]:
-            if scope is not None and self._skip_function(ctx, func, scope):
+        project = ctx.project
+        module = project.modules.get(ctx.path)
+        if module is None:
+            return
+        nodes = {(site.node.lineno, site.node.col_offset): site.node for site in ctx.calls}
+        functions = {id(func): scope for func, scope in ctx.functions}
+        summaries = [(func, scope, module.functions.get(_local(func, scope))) for func, scope in ctx.functions]
+        summaries.append((None, None, module.module_level))
+        loops = _loops_by_function(ctx)
+        for func, scope, fs in summaries:
+            if fs is None or (scope is not None and self._skip_function(ctx, func, scope)):
                 continue
-            body_events = flow.events(func)
-            kinds = {e.kind for e in body_events}
-            for site, reason in self._inference_sites(ctx, func, scope, body_events):
-                is_generate = isinstance(site.func, ast.Attribute) and site.func.attr == "generate"
-                receiver = chain_root(site.func.value if is_generate else site.func)
-                if receiver is None or NOT_TRAINED_RE.search(receiver):
+            events = project.events(fs)
+            reported = set()
+            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes):
+                receiver = site.receiver
+                if receiver in reported or not self._model_receiver(ctx, project, fs, func, receiver):
                     continue
-                if receiver.split(".")[-1] in flow.by_name or receiver in ctx.imports:
-                    continue  # a function or method, not a model instance
-                origin = model_origin(ctx, func, receiver)
-                if origin == "eval" or not looks_like_model(ctx, func, receiver):
+                mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
+                if mode is None and receiver.startswith("self.") and fs.cls is not None:
+                    mode, why = _class_evidence(project, module, fs, receiver)
+                if mode != "train" or _recalibration(ctx, fs, events, site, receiver):
                     continue
-                before = [e for e in body_events if (e.node.lineno, e.node.col_offset) < (site.lineno, site.col_offset)]
-                if any(e.kind == "eval" and related(e.receiver, receiver) for e in before):
-                    continue
-                if _deliberately_in_training(before, receiver):
-                    continue
-                if "backward" in kinds and reason != "after-training":
-                    continue  # a training function: its no_grad blocks are bookkeeping
-                if not _made_here(ctx, func, receiver, origin):
-                    if receiver in evaluated_anywhere or receiver.split(".")[-1] in evaluated_anywhere:
-                        continue  # eval() elsewhere on this model (a caller, a setup method)
-                    callers = flow.callers(func.name) if func is not ctx.tree else []
-                    if not any(_caller_builds_model_without_eval(flow, func, receiver, caller, call) for caller, call in callers):
-                        continue  # the model comes from outside this file, or callers switch to eval
+                reported.add(receiver)
                 yield self.finding(
                     ctx,
-                    site,
-                    f"{receiver} is used for inference ({_REASONS[reason]}) without {receiver}.eval() on this path: "
-                    "Dropout and BatchNorm still run in training mode",
+                    nodes[(site.line, site.col)],
+                    f"{receiver} is used for inference ({_REASONS[reason]}) in training mode: {why}; "
+                    f"no {receiver}.eval() before it, so Dropout and BatchNorm still run in training mode",
                     f"call {receiver}.eval() first (torch.no_grad() does not change the mode)",
                 )
 
@@ -83,101 +80,145 @@ class MissingEval(Rule):
         name = func.name
         return (
             name.startswith("test_")
-            or name in ("forward", "__call__", "training_step")
+            or name in ("forward", "training_step")
             or FRAMEWORK_HOOK_RE.search(name) is not None
             or ctx.in_framework_class(scope)
             or ctx.is_module_class(scope.cls)
         )
 
-    def _inference_sites(self, ctx, func, scope, events):
-        name = getattr(func, "name", "")
-        by_name = scope is not None and INFERENCE_FUNC_RE.match(name) is not None
-        own = None if func is ctx.tree else func
-        loads = [
-            s.node for s in ctx.calls
-            if s.scope.func is own and isinstance(s.node.func, ast.Attribute) and s.node.func.attr == "load_state_dict"
-        ]
-        last_backward = max(((e.node.lineno, e.node.col_offset) for e in events if e.kind == "backward"), default=None)
-        for site in ctx.calls:
-            if site.scope.func is not (None if func is ctx.tree else func):
+    @staticmethod
+    def _model_receiver(ctx, project, fs, func, receiver) -> bool:
+        if NOT_TRAINED_RE.search(receiver) or receiver.split(".")[-1] in project.frozen:
+            return False
+        head = receiver.split(".")[0]
+        if head in ctx.imports or (head != "self" and project.resolve(ctx.path, head) is not None):
+            return False  # a function or class, not a model instance
+        if MODEL_NAME_RE.search(receiver.rsplit(".", 1)[-1]):
+            return True
+        return any(
+            item.kind == "assign" and item.receiver == receiver and (item.origin or "").startswith(("built", "call:"))
+            for item in fs.items
+        )
+
+
+def _local(func, scope) -> str:
+    return f"{scope.cls.name}.{func.name}" if scope.cls is not None else func.name
+
+
+def _loops_by_function(ctx) -> dict[int, list]:
+    found: dict[int, list] = {}
+    for loop, scope in ctx.loops:
+        found.setdefault(id(scope.func), []).append(loop)
+    return found
+
+
+def _inference_sites(fs, events, loops, nodes):
+    """Direct forwards of `fs` that are inference: under no_grad/inference_mode, in an
+    evaluation function, after load_state_dict, or after the training loop."""
+    by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
+    backward = [e for e in events if e.kind == "backward"]
+    training_loops = [loop for loop in loops if any(_inside(loop, e) for e in backward)]
+    trains = bool(backward)
+    for event in events:
+        if event.kind != "forward" or event.via is not None or event.receiver is None:
+            continue
+        if (event.line, event.col) not in nodes:
+            continue
+        position = (event.line, event.col)
+        if trains:
+            # a training function: its no_grad forwards inside the loop are bookkeeping (GAN
+            # samples, targets); only what runs after the training loop is inference
+            if any(_inside(loop, event) for loop in training_loops):
                 continue
-            call = site.node
-            is_generate = isinstance(call.func, ast.Attribute) and call.func.attr == "generate"
-            if not (isinstance(call.func, (ast.Name, ast.Attribute)) and (is_generate or not isinstance(call.func, ast.Attribute) or _self_attr_call(call))):
+            if not backward or position < max((e.line, e.col) for e in backward):
                 continue
-            position = (call.lineno, call.col_offset)
-            if last_backward is not None and position > last_backward and (site.scope.grad_off or is_generate):
-                yield call, "after-training"
-            elif site.scope.grad_off:
-                yield call, "no-grad"
-            elif by_name:
-                yield call, "function"
-            elif any((load.lineno, load.col_offset) < position for load in loads):
-                yield call, "restored"
+            end = max([(loop.end_lineno, loop.end_col_offset) for loop in training_loops], default=(0, 0))
+            if position < end:
+                continue
+            if event.grad_off:
+                yield event, "after-training"
+            elif any(_inside(loop, event) and _evaluation_loop(loop) for loop in loops):
+                yield event, "test-loop"
+            continue
+        if event.grad_off:
+            yield event, "no-grad"
+        elif by_name:
+            yield event, "function"
+        elif any(e.kind == "load" and related(e.receiver, event.receiver) and (e.line, e.col) < position for e in events):
+            yield event, "restored"
+
+
+def _inside(loop, event) -> bool:
+    return (loop.lineno, loop.col_offset) <= (event.line, event.col) <= (loop.end_lineno, loop.end_col_offset)
+
+
+def _evaluation_loop(loop) -> bool:
+    target = getattr(loop, "iter", None)
+    text = dotted_name(target.func if isinstance(target, ast.Call) else target) if target is not None else None
+    if isinstance(target, ast.Call) and target.args and text in ("enumerate", "tqdm", "tqdm.tqdm", "iter", "zip"):
+        text = dotted_name(target.args[0])
+    return text is not None and EVAL_LOADER_RE.search(text.rsplit(".", 1)[-1]) is not None
+
+
+def _class_evidence(project, module, fs, receiver):
+    """An evaluator/predictor class holding the model: no eval() of it in any method, and the
+    project builds the class with a model in training mode (or builds the model in __init__)."""
+    cls = module.classes.get(fs.cls)
+    if cls is None or receiver not in cls.model_attrs:
+        return None, ""
+    for name in cls.methods:
+        method = module.functions.get(f"{cls.name}.{name}")
+        if method is None:
+            continue
+        if any(e.kind == "eval" and related(e.receiver, receiver) for e in project.events(method)):
+            return None, ""
+    init = module.functions.get(f"{cls.name}.__init__")
+    if init is None:
+        return None, ""
+    for item in init.items:
+        if item.kind == "assign" and item.receiver == receiver:
+            origin = item.origin or ""
+            if origin.startswith("built"):
+                return "train", f"{receiver} is built in {cls.name}.__init__ at line {item.line} and no method of {cls.name} calls eval() on it"
+            if origin.startswith("alias:"):
+                param = origin[6:].split(".")[0]
+                if param not in init.params:
+                    return None, ""
+                for caller, call in project.class_constructions(cls):
+                    from modeguard.lint.project import _argument_for, _short
+
+                    argument = _argument_for(init, call, param)
+                    if argument is None:
+                        continue
+                    mode, why = project.mode_at(caller, argument, call.line, call.col, call.conds)
+                    if mode == "train":
+                        return "train", (
+                            f"{cls.name}({argument}) is built at {_short(caller.path)}:{call.line} with {argument} in training mode "
+                            f"({why}) and no method of {cls.name} calls eval() on it"
+                        )
+    return None, ""
+
+
+def _recalibration(ctx, fs, events, site, receiver) -> bool:
+    """`model.train()` then forwards under no_grad, no backward, no eval() or checkpoint before
+    the train(): BatchNorm recalibration or Monte-Carlo dropout, on purpose."""
+    before = [e for e in events if (e.line, e.col) < (site.line, site.col)]
+    for event in reversed(before):
+        if event.kind == "backward":
+            return False
+        if event.kind == "train" and related(event.receiver, receiver) and event.via is None:
+            line = ctx.lines[event.line - 1] if 0 < event.line <= len(ctx.lines) else ""
+            if RECALIBRATION_RE.search(line) or RECALIBRATION_RE.search(fs.name):
+                return True
+            earlier = [e for e in before if (e.line, e.col) < (event.line, event.col)]
+            return not any(e.kind in ("eval", "load") and related(e.receiver, receiver) for e in earlier)
+    return False
 
 
 _REASONS = {
-    "after-training": "after the training loop",
+    "after-training": "under no_grad after the training loop",
+    "test-loop": "in a test loop after the training loop",
     "no-grad": "under no_grad/inference_mode",
     "function": "in an evaluation function",
     "restored": "after load_state_dict",
 }
-
-
-def _self_attr_call(call: ast.Call) -> bool:
-    func = call.func
-    return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self"
-
-
-def _deliberately_in_training(before: list, receiver: str) -> bool:
-    """`model.train()` with no backward() after it, then a no_grad forward: BatchNorm
-    recalibration (swa_utils.update_bn) or Monte-Carlo dropout, on purpose."""
-    for event in reversed(before):
-        if event.kind == "backward":
-            return False
-        if event.kind == "train" and related(event.receiver, receiver):
-            return True
-    return False
-
-
-def _evaluated_receivers(ctx) -> set[str]:
-    found = set()
-    for site in ctx.calls:
-        func = site.node.func
-        if isinstance(func, ast.Attribute) and (func.attr == "eval" or func.attr == "train" and site.node.args and isinstance(site.node.args[0], ast.Constant) and site.node.args[0].value is False):
-            root = chain_root(func.value)
-            if root:
-                found.update({root, root.rsplit(".", 1)[-1]})
-        if site.qualname and site.qualname.endswith("evaluating") and site.node.args:
-            root = chain_root(site.node.args[0])
-            if root:
-                found.update({root, root.rsplit(".", 1)[-1]})
-    return found
-
-
-def _made_here(ctx, func, receiver: str, origin: str | None) -> bool:
-    """The function constructs or loads (load_state_dict) the model itself: its mode is its job."""
-    if origin == "built":
-        return True
-    own = None if isinstance(func, ast.Module) else func
-    return any(
-        isinstance(site.node.func, ast.Attribute)
-        and site.node.func.attr == "load_state_dict"
-        and chain_root(site.node.func.value) == receiver
-        for site in ctx.calls_in(own)
-    )
-
-
-def _caller_builds_model_without_eval(flow, func, receiver, caller, call) -> bool:
-    """The caller passes a model it made itself and never switched it to eval first."""
-    ctx = flow.ctx
-    argument = argument_map(func, call).get(receiver.split(".")[0])
-    if argument is None:
-        return False
-    origin = model_origin(ctx, caller, argument)
-    if origin == "eval" or not _made_here(ctx, caller, argument, origin):
-        return False
-    return not any(
-        e.kind == "eval" and related(e.receiver, argument) and (e.node.lineno, e.node.col_offset) < (call.lineno, call.col_offset)
-        for e in flow.events(caller)
-    )
