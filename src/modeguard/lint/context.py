@@ -42,6 +42,7 @@ class FileContext:
     functions: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, Scope]] = field(default_factory=list)
     classes: list[ast.ClassDef] = field(default_factory=list)
     assigns: list[tuple[ast.Assign, Scope]] = field(default_factory=list)
+    returns: list[tuple[ast.Return, Scope]] = field(default_factory=list)
     expression_statements: list[tuple[ast.Expr, Scope]] = field(default_factory=list)
     loops: list[tuple[ast.For | ast.While, Scope]] = field(default_factory=list)
     module_classes: set[str] = field(default_factory=set)
@@ -206,6 +207,8 @@ class _Indexer:
             return
         elif kind is ast.Assign:
             ctx.assigns.append((node, scope))
+        elif kind is ast.Return:
+            ctx.returns.append((node, scope))
         elif kind is ast.Expr:
             ctx.expression_statements.append((node, scope))
         elif kind is ast.For or kind is ast.While or kind is ast.AsyncFor:

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
+from modeguard.lint.models import MODEL_NAME_RE
 from modeguard.lint.context import (
     GRAD_OFF,
     GRAD_OFF_NAME_RE,
@@ -34,14 +35,20 @@ from modeguard.lint.context import (
 
 # Chained calls that return the same module: `Net().to(device).eval()` is a `Net`
 SAME_MODULE_METHODS = ("to", "cuda", "cpu", "half", "float", "double", "bfloat16", "train", "eval", "requires_grad_", "share_memory")
-MODE_LAYER_RE = re.compile(r"(Dropout|BatchNorm|InstanceNorm)\w*$")
+MODE_LAYER_RE = re.compile(r"(Dropout|BatchNorm)\w*$")
 # helpers that build layers we cannot see: they may hold Dropout/BatchNorm
+LAYER_FACTORY_RE = re.compile(r"(layer|block|norm|drop|backbone|head|stage|model|net)", re.I)
 OPAQUE_BUILDER_RE = re.compile(r"(layer|block|make|build|norm|drop|create|stage|backbone|head)", re.I)
 MODEL_CONSTRUCTOR_RE = re.compile(
-    r"^((?=[A-Z])\w*(Net|Model|Former|Transformer|Classifier|Encoder|Decoder|Generator|Discriminator|GAN|CNN|RNN|LSTM)\w*|resnet\d+|create_model|vgg\d+|mobilenet\w*|efficientnet\w*|densenet\d+|build_model|get_model|load_model)$"
+    r"^((?=[A-Z])\w*(Net|Model|Former|Transformer|Classifier|Encoder|Decoder|Generator|Discriminator|GAN|CNN)\w*|resnet\d+|create_model|vgg\d+|mobilenet\w*|efficientnet\w*|densenet\d+|inception\w*|googlenet|alexnet|build_model|get_model)$"
 )
+# torch.nn layers whose behaviour depends on the mode (InstanceNorm only with running stats)
+TORCH_MODE_LAYER_RE = re.compile(r"^(Dropout\w*|AlphaDropout|FeatureAlphaDropout|BatchNorm\dd|SyncBatchNorm|LazyBatchNorm\dd|Transformer\w*|MultiheadAttention)$")
+TORCH_DROPOUT_KW_RE = re.compile(r"^(LSTM|GRU|RNN|InstanceNorm\dd)$")
+WRAPPER_RE = re.compile(r"(DataParallel|DistributedDataParallel|DataCPU|^DDP$|^FSDP$|FullyShardedDataParallel)$")
 EVAL_MODE_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession", "load_pretrained")
 BUILTIN_NAMES = frozenset(dir(builtins))
+TRAINING_CALL_WINDOW = 15  # lines between a helper's forward and the backward() that trains it
 MODE_TOKENS = (".eval(", ".train(", "backward", "no_grad", "inference_mode", ".step(", "load_state_dict", "requires_grad")
 # packages whose functions never switch a model's mode (and are never project code)
 EXTERNAL_ROOTS = frozenset(("torch", "numpy", "math", "os", "sys", "re", "json", "logging", "time", "random", "itertools", "functools", "collections", "warnings", "typing", "copy", "pathlib", "einops", "PIL", "cv2", "pandas", "scipy", "matplotlib"))
@@ -78,6 +85,7 @@ class FunctionSummary:
     grad_off: bool  # decorated with no_grad / inference_mode
     wraps_grad_off: bool  # a decorator (factory) built around no_grad / inference_mode
     items: tuple[Item, ...]
+    local_names: frozenset[str] = frozenset()  # names it assigns: what is not local is a closure or global
 
 
 @dataclass
@@ -87,8 +95,8 @@ class ClassSummary:
     line: int
     bases: tuple[str, ...]  # references
     methods: tuple[str, ...]
-    owns_mode_layers: bool  # builds Dropout/BatchNorm, another model or opaque blocks in its methods
-    constructs: tuple[str, ...]  # references of the capitalised callables its methods call
+    owns_mode_layers: bool  # builds torch.nn Dropout/BatchNorm (or RNNs with dropout) itself
+    constructs: tuple[str, ...]  # references of the other classes and layer builders it calls
     model_attrs: tuple[str, ...]  # `self.x = <model>` in __init__ (built or passed in)
 
 
@@ -100,6 +108,7 @@ class ModuleSummary:
     classes: dict[str, ClassSummary] = field(default_factory=dict)
     module_level: FunctionSummary | None = None
     frozen: frozenset[str] = frozenset()  # receivers frozen here (requires_grad False)
+    parameter_owners: frozenset[str] = frozenset()  # receivers whose .parameters() are taken (to optimise)
 
     def digest(self) -> str:
         return hashlib.sha1(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
@@ -123,7 +132,8 @@ def dotted_path(path: str) -> tuple[str, ...]:
     parts = list(PurePath(path).with_suffix("").parts)
     if parts and parts[-1] == "__init__":
         parts.pop()
-    return tuple(p for p in parts if p not in ("/", "") and not p.endswith(":\\"))
+    # a dot inside a folder name (`deepspeech.pytorch`) must not split it
+    return tuple(p.replace(".", "_") for p in parts if p not in ("/", "") and not p.endswith(":\\"))
 
 
 # -- summarising one file -------------------------------------------------------------------
@@ -137,7 +147,10 @@ def summarize(ctx: FileContext) -> ModuleSummary:
     assigns_by_func: dict[int, list] = {}
     for node, scope in ctx.assigns:
         assigns_by_func.setdefault(id(scope.func), []).append((node, scope))
-    frozen = set()
+    returns_by_func: dict[int, list] = {}
+    for node, scope in ctx.returns:
+        returns_by_func.setdefault(id(scope.func), []).append((node, scope))
+    frozen, owners = set(), set()
     lines = ctx.lines
     for func, scope in ctx.functions:
         local = f"{scope.cls.name}.{func.name}" if scope.cls is not None else func.name
@@ -145,8 +158,8 @@ def summarize(ctx: FileContext) -> ModuleSummary:
         shallow = scope.cls is not None and scope.cls.name in ctx.module_classes and not any(
             token in line for line in lines[func.lineno - 1 : func.end_lineno] for token in MODE_TOKENS
         )
-        summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, frozen, shallow))
-    summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, frozen)
+        summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
+    summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)
     for loop, _ in ctx.loops:
         iterated = getattr(loop, "iter", None)
         if isinstance(iterated, ast.Call) and isinstance(iterated.func, ast.Attribute) and iterated.func.attr in ("parameters", "named_parameters"):
@@ -157,6 +170,7 @@ def summarize(ctx: FileContext) -> ModuleSummary:
     for cls in ctx.classes:
         summary.classes.setdefault(cls.name, _summarize_class(ctx, cls, sites_by_func, assigns_by_func))
     summary.frozen = frozenset(frozen)
+    summary.parameter_owners = frozenset(owners)
     return summary
 
 
@@ -179,20 +193,26 @@ def _params(func) -> tuple[str, ...]:
     return tuple(names + [a.arg for a in func.args.kwonlyargs])
 
 
-def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, frozen, shallow=False) -> FunctionSummary:
+def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow=False) -> FunctionSummary:
     items: list[Item] = []
     params = _params(func) if func is not None else ()
     for site in () if shallow else sites_by_func.get(id(func), ()):
-        item = _classify_site(ctx, site, frozen)
+        item = _classify_site(ctx, site, frozen, owners)
         if item is not None:
             items.append(item)
+    local_names = set()
     for node, a_scope in () if shallow else assigns_by_func.get(id(func), ()):
+        local_names.update(t.id for t in node.targets if isinstance(t, ast.Name))
         item = _classify_assign(ctx, node, a_scope)
         if item is not None:
             items.append(item)
+    for node, r_scope in () if shallow else returns_by_func.get(id(func), ()):
+        if node.value is not None:
+            origin = model_value(ctx, node.value)
+            if origin is not None:
+                items.append(Item("return", None, node.lineno, node.col_offset, r_scope.conds, origin=origin))
     items.sort(key=lambda i: (i.line, i.col, i.kind != "assign"))
-    decorators = tuple(ctx.imports.get(d.split(".")[0], "::" + d.split(".")[0]) + d[len(d.split(".")[0]):] if not d.startswith("::") else d
-                       for d in (_decorator_name(x) for x in (func.decorator_list if func is not None else ())) if d)
+    decorators = tuple(_reference(ctx, d) for d in (_decorator_name(x) for x in (func.decorator_list if func is not None else ())) if d)
     wraps = False
     if func is not None and any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in func.body) and func.end_lineno - func.lineno < 40:
         text = "\n".join(ctx.lines[func.lineno - 1 : func.end_lineno])
@@ -208,6 +228,7 @@ def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func,
         grad_off=bool(scope and scope.grad_off),
         wraps_grad_off=wraps,
         items=tuple(items),
+        local_names=frozenset(local_names),
     )
 
 
@@ -230,7 +251,7 @@ def _local_definitions(ctx) -> frozenset[str]:
     return found
 
 
-def _classify_site(ctx, site, frozen) -> Item | None:
+def _classify_site(ctx, site, frozen, owners) -> Item | None:
     call = site.node
     func = call.func
     scope = site.scope
@@ -238,6 +259,8 @@ def _classify_site(ctx, site, frozen) -> Item | None:
     if isinstance(func, ast.Attribute):
         attr = func.attr
         receiver = receiver_of(func.value)
+        if attr in ("eval", "train") and receiver is None:
+            return None  # `deepcopy(model).eval()`: no name to follow
         if attr == "eval" and not call.args and not call.keywords:
             return Item("eval", receiver, *pos, scope.conds)
         if attr == "train":
@@ -259,13 +282,16 @@ def _classify_site(ctx, site, frozen) -> Item | None:
             return None
         if attr == "load_state_dict":
             return Item("load", receiver, *pos, scope.conds)
+        if attr in ("parameters", "named_parameters") and receiver:
+            owners.add(receiver.rsplit(".", 1)[-1])
+            return None
         if attr in ("forward", "generate", "predict") and receiver:
             return Item("forward", receiver, *pos, scope.conds, scope.grad_off)
         root = dotted_name(func.value)
         if root == "self":  # a method (the index resolves it through the bases) or a submodule's forward
             return _call_item(ctx, call, f"self:{attr}", scope, pos)
         if root is not None and "." not in root and root in ctx.imports:
-            target = ctx.imports[root]
+            target = _absolute(ctx.path, ctx.imports[root])
             if target.split(".")[0] in EXTERNAL_ROOTS and not target.startswith("torch.nn.parallel"):
                 return None
             return _call_item(ctx, call, f"{target}.{attr}", scope, pos)
@@ -298,7 +324,9 @@ def _argument(node, slot, args, constants) -> None:
     if isinstance(node, ast.Constant) and isinstance(node.value, (bool, str, int, type(None))):
         constants.append((slot, node.value))
         return
-    root = receiver_of(node)
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _same_module_call(node):
+        node = node.func.value  # model.to(device) passes model; helper(x) passes its result
+    root = dotted_name(node)
     if root:
         args.append((slot, root))
 
@@ -317,9 +345,10 @@ def _classify_assign(ctx, node: ast.Assign, scope) -> Item | None:
 
 
 def model_value(ctx, value: ast.AST) -> str | None:
-    """What an assigned value says about a model's mode: "eval" (`.eval()` chained,
-    `from_pretrained`, TorchScript), "built:<constructor>" (a new module: training mode),
-    "alias:<root>" (`model.to(device)`, `model.module`), "load" (`torch.load`), else None."""
+    """What an assigned or returned value says about a model's mode: "eval" (`.eval()` chained,
+    `from_pretrained`, TorchScript), "alias:<root>" (`model.to(device)`, `DataParallel(model)`),
+    "call:<callable>" (a constructor or factory: the index decides; "+weights" when it is given
+    pretrained weights), "built:torch.load", else None."""
     if isinstance(value, (ast.Name, ast.Attribute)):
         root = dotted_name(value)
         return f"alias:{root}" if root else None
@@ -327,7 +356,7 @@ def model_value(ctx, value: ast.AST) -> str | None:
         return None
     node = value
     chained = []
-    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SAME_MODULE_METHODS:
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _same_module_call(node):
         chained.append(node.func.attr)
         node = node.func.value
     if "eval" in chained:
@@ -337,21 +366,49 @@ def model_value(ctx, value: ast.AST) -> str | None:
     if not isinstance(node, ast.Call):
         return None
     name = ctx.qualname(node.func) or ""
+    if not name:
+        return None
+    if name.startswith("."):
+        name = _absolute(ctx.path, name)
     if name.endswith(EVAL_MODE_SOURCES):
         return "eval"
     if name == "torch.load":
         return "built:torch.load"
     last = name.rsplit(".", 1)[-1]
-    if name.startswith(("torchvision.models.", "timm.")) or MODEL_CONSTRUCTOR_RE.search(last) or last in ctx.module_classes:
-        return f"built:{name}"
-    if isinstance(node.func, ast.Name) or (name and "." in name and not name.startswith("torch.")):
-        return f"call:{name}"  # a project class or factory: the index decides
-    return None
+    if WRAPPER_RE.search(last) and node.args:
+        root = receiver_of(node.args[0])
+        return f"alias:{root}" if root else None
+    if name.startswith("torch.nn.") and last[:1].isupper():
+        return f"call:{name}"  # a layer: mode-dependent or not (see ProjectIndex.origin_mode)
+    if name.startswith("torch.") and not name.startswith("torch.hub"):
+        return None
+    weights = any(
+        kw.arg in ("pretrained", "weights", "checkpoint_path") and not (isinstance(kw.value, ast.Constant) and kw.value.value in (False, None))
+        for kw in node.keywords
+    )
+    return f"call:{name}" + ("+weights" if weights else "")
+
+
+def _same_module_call(call: ast.Call) -> bool:
+    """`.to(device)`, `.cuda()`, `.half()`, `.eval()`, `.train()`: the module itself comes back
+    (`trainer.train(model, data)` is not `Module.train`)."""
+    attr = call.func.attr
+    if attr not in SAME_MODULE_METHODS:
+        return False
+    if attr in ("train", "eval"):
+        return len(call.args) <= 1 and not call.keywords and all(isinstance(a, ast.Constant) for a in call.args)
+    return True
+
+
+def _reference(ctx, dotted: str) -> str:
+    """A dotted name as the index resolves it: through the file's imports, or "::name" (local)."""
+    head, _, rest = dotted.partition(".")
+    base = _absolute(ctx.path, ctx.imports[head]) if head in ctx.imports else "::" + head
+    return f"{base}.{rest}" if rest else base
 
 
 def _summarize_class(ctx, cls, sites_by_func, assigns_by_func) -> ClassSummary:
-    bases = tuple(ctx.imports.get(b.split(".")[0], "::" + b.split(".")[0]) + b[len(b.split(".")[0]):]
-                  for b in (dotted_name(x) for x in cls.bases) if b)
+    bases = tuple(_reference(ctx, b) for b in (dotted_name(x) for x in cls.bases) if b)
     methods = tuple(n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
     owns = False
     model_attrs = []
@@ -360,13 +417,16 @@ def _summarize_class(ctx, cls, sites_by_func, assigns_by_func) -> ClassSummary:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for site in sites_by_func.get(id(node), ()):
-            name = (site.qualname or "").rsplit(".", 1)[-1]
-            if MODE_LAYER_RE.search(name) or MODEL_CONSTRUCTOR_RE.search(name) or OPAQUE_BUILDER_RE.search(name):
-                owns = True
-            elif name[:1].isupper() and not (site.qualname or "").startswith("torch."):
+            qualname = site.qualname or ""
+            name = qualname.rsplit(".", 1)[-1]
+            if qualname.startswith("torch.nn."):
+                owns = owns or _torch_mode_layer(name, site.node)
+            elif not qualname.startswith("torch.") and (
+                name[:1].isupper() or OPAQUE_BUILDER_RE.search(name) or MODEL_CONSTRUCTOR_RE.search(name) or qualname.startswith(("torchvision.models.", "timm."))
+            ):
                 ref = dotted_name(site.node.func)
-                if ref:
-                    constructs.add(ctx.imports.get(ref.split(".")[0], "::" + ref.split(".")[0]) + ref[len(ref.split(".")[0]):])
+                if ref and not ref.startswith("self."):
+                    constructs.add(_reference(ctx, ref))
         if node.name == "__init__":
             params = set(_params(node))
             for assign, _ in assigns_by_func.get(id(node), ()):
@@ -374,9 +434,20 @@ def _summarize_class(ctx, cls, sites_by_func, assigns_by_func) -> ClassSummary:
                 if target is None or not target.startswith("self.") or target.count(".") != 1:
                     continue
                 origin = model_value(ctx, assign.value)
-                if origin and (origin.startswith(("built", "eval")) or origin.split(":", 1)[-1].split(".")[0] in params):
+                if origin and (origin.startswith(("call:", "built", "eval")) or origin.split(":", 1)[-1].split(".")[0] in params):
                     model_attrs.append(target)
     return ClassSummary(cls.name, ctx.path, cls.lineno, bases, methods, owns, tuple(sorted(constructs)), tuple(model_attrs))
+
+
+def _torch_mode_layer(name: str, call: ast.Call) -> bool:
+    if TORCH_MODE_LAYER_RE.match(name):
+        return True
+    if TORCH_DROPOUT_KW_RE.match(name):
+        return any(
+            kw.arg in ("dropout", "track_running_stats") and not (isinstance(kw.value, ast.Constant) and not kw.value.value)
+            for kw in call.keywords
+        )
+    return False
 
 
 # -- the project --------------------------------------------------------------------------
@@ -400,7 +471,11 @@ class ProjectIndex:
         self._module_classes: dict[tuple[str, str], bool] = {}
         self._callers: dict[str, list[tuple[FunctionSummary, Item]]] | None = None
         self._events: dict[tuple, list[Event]] = {}
-        self.frozen = frozenset().union(*(s.frozen for s in summaries)) if summaries else frozenset()
+        self._saved = None
+        self.frozen = frozenset().union(*(s.frozen for s in summaries))
+        self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
+            item.receiver.rsplit(".", 1)[-1] for fs in self._functions.values() for item in fs.items if item.kind == "train" and item.receiver
+        )
         self.evaluated = self._evaluated_names()
 
     # -- names --------------------------------------------------------------------------
@@ -427,7 +502,7 @@ class ProjectIndex:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_callers=None, _events={}, _module_classes={})
+        state.update(_callers=None, _events={}, _module_classes={}, _saved=None)
         return state
 
     def _member(self, module: ModuleSummary, head: str, rest: str, depth: int):
@@ -495,20 +570,31 @@ class ProjectIndex:
         return result
 
     def has_mode_layers(self, cls: ClassSummary, depth: int = 0) -> bool:
-        """Whether a project module class may hold Dropout/BatchNorm: its own, a project class
-        it builds or inherits from, or anything it builds that the index cannot see into."""
-        if cls.owns_mode_layers or depth > 8:
-            return True
-        for ref in (*cls.constructs, *cls.bases):
+        """Whether a project class may hold Dropout/BatchNorm: its own, in a project class it
+        builds or inherits from, or in anything it builds that the index cannot see into and
+        whose name says it may (a `*Net`, `make_layers`, `build_backbone`)."""
+        key = ("layers", cls.path, cls.name)
+        if key in self._module_classes:
+            return self._module_classes[key]
+        self._module_classes[key] = False  # cycles
+        result = cls.owns_mode_layers or depth > 8
+        for ref in () if result else (*cls.constructs, *cls.bases):
             text = ref.lstrip(":")
             if text.startswith(("torch.nn.", "nn.")) or text in ("object", "ABC", "abc.ABC"):
                 continue
             found = self.resolve(cls.path, ref)
-            if found is None or found[0] != "class":
-                return True  # outside the project: assume it may
-            if self.is_module_class(found[1]) and self.has_mode_layers(found[1], depth + 1):
-                return True
-        return False
+            if found is not None and found[0] == "class":
+                result = self.has_mode_layers(found[1], depth + 1)
+            elif found is not None and found[0] == "function":
+                result = LAYER_FACTORY_RE.search(found[1].name) is not None  # make_layers, not make_kernel
+            else:
+                last = text.rsplit(".", 1)[-1]
+                result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
+                result = result or (ref in cls.bases and not MODULE_BASE_RE.search(text))
+            if result:
+                break
+        self._module_classes[key] = result
+        return result
 
     def module_class_names(self, path: str) -> set[str]:
         """Names usable in `path` that are project nn.Module subclasses (defined or imported)."""
@@ -633,17 +719,17 @@ class ProjectIndex:
             mapping = _argument_map(target, item)
             if (item.receiver or "").startswith("obj:"):
                 mapping["self"] = item.receiver[4:].rsplit(".", 1)[0]
-            passed = tuple(sorted(
-                (target.params[int(slot)] if slot.isdigit() and int(slot) < len(target.params) else slot, value)
+            passed = tuple(sorted({
+                (target.params[int(slot)] if slot.isdigit() and int(slot) < len(target.params) else slot): value
                 for slot, value in item.constants
                 if not slot.isdigit() or int(slot) < len(target.params)
-            ))
+            }.items(), key=lambda pair: pair[0]))
             grad_off = item.grad_off or off
             for sub in self._exported(target, passed):
-                receiver = _substitute(sub.receiver, mapping)
-                if sub.receiver is not None and receiver is None:
+                receiver = _substitute(sub.receiver, mapping, target) if sub.kind in ("eval", "train", "forward") else None
+                if sub.receiver is not None and receiver is None and sub.kind in ("eval", "train", "forward"):
                     continue  # a model local to the helper, or a parameter given no model
-                args = tuple(a for a in (_substitute(r, mapping) for r in sub.args) if a)
+                args = tuple(a for a in (_substitute(r, mapping, target) for r in sub.args) if a)
                 if sub.kind == "call" and not args:
                     continue
                 out.append(Event(
@@ -663,12 +749,12 @@ class ProjectIndex:
         out = []
         where = _short(fs.path)
         for event in self.events(fs, constants):
-            if event.kind in ("assign", "load"):
+            if event.kind in ("assign", "load", "return"):
                 continue
             head = (event.receiver or "").split(".")[0]
-            if event.kind in ("eval", "train", "forward") and head not in fs.params and head != "self":
-                continue
-            args = tuple(a for a in event.args if a.split(".")[0] in fs.params or a.startswith("self."))
+            if event.kind in ("eval", "train", "forward") and head in fs.local_names and head not in fs.params:
+                continue  # a model of its own
+            args = tuple(a for a in event.args if a.split(".")[0] not in fs.local_names or a.split(".")[0] in fs.params)
             if event.kind == "call" and not args:
                 continue
             signature = (event.kind, event.receiver, event.grad_off, event.conds, args)
@@ -690,16 +776,23 @@ class ProjectIndex:
     def mode_at(self, fs: FunctionSummary, receiver: str, line: int, col: int, conds: tuple = (), depth: int = 0):
         """The mode `receiver` is in at (line, col) of `fs`, with the evidence on that path:
         ("eval" | "train" | None, why). The last mode switch wins; a call outside the project
-        that is handed the model may switch it (None)."""
+        that is handed the model may switch it (None); a parameter or `self` attribute is
+        followed into the callers."""
+        if depth > 4:
+            return None, ""
         events = [e for e in self.events(fs) if (e.line, e.col) < (line, col) and compatible(e.conds, conds)]
         trained = None
+        forwarded = False  # run with autograd on before a backward(): the model being trained
         for event in reversed(events):
+            if event.kind == "forward" and trained and not event.grad_off and event.receiver and related(event.receiver, receiver):
+                last = receiver.rsplit(".", 1)[-1]
+                forwarded = forwarded or last in self.trained or MODEL_NAME_RE.search(last) is not None
             where = f"{_short(fs.path)}:{event.line}"
             if event.kind == "call":
                 if any(related(arg, receiver) for arg in event.args) and not _neutral(event.receiver):
                     return None, f"{event.receiver}() at {where} may switch it"
                 continue
-            if event.kind == "backward" and trained is None:
+            if event.kind == "backward" and trained is None and not event.grad_off:
                 trained = f"after training (backward() at {where})"
                 continue
             if event.receiver is None or not related(event.receiver, receiver):
@@ -707,46 +800,125 @@ class ProjectIndex:
             if event.kind == "eval":
                 return "eval", where
             if event.kind == "train" and event.origin != "variable":
-                how = f"{event.via}() leaves it in training mode" if event.via else f"{receiver}.train()"
-                return "train", f"{how} at {where}"
+                how = f"{event.via}() leaves it in training mode" if event.via else f"{event.receiver}.train()"
+                return "train", trained or f"{how} at {where}"
             if event.kind == "assign" and event.receiver == receiver:
-                origin = event.origin or ""
-                if origin == "eval":
-                    return "eval", where
-                if origin.startswith("built"):
-                    found = self.resolve(fs.path, origin[6:]) if origin[6:] else None
-                    if found and found[0] == "class" and not self.has_mode_layers(found[1]):
-                        return None, f"{found[1].name} has no Dropout/BatchNorm"
-                    return "train", trained or f"built at {where}, and a new module is in training mode"
-                if origin.startswith("call:"):
-                    mode, why = self._call_origin(fs, origin[5:], where)
-                    return mode, (trained if mode == "train" and trained else why)
-                if origin.startswith("alias:"):
-                    mode, why = self.mode_at(fs, origin[6:], event.line, event.col, event.conds, depth)
-                    return mode, (trained if mode == "train" and trained else why)
-                return None, where
-        if receiver.split(".")[0] in fs.params and depth < 2:
-            head, _, rest = receiver.partition(".")
-            found = None
-            for caller, item in self.callers(fs):
-                argument = _argument_for(fs, item, head)
-                if argument is None:
-                    continue
-                argument = argument + ("." + rest if rest else "")
-                mode, why = self.mode_at(caller, argument, item.line, item.col, item.conds, depth + 1)
-                if mode == "train" and found is None:
-                    found = ("train", f"{fs.name}() is called from {_short(caller.path)}:{item.line} with {argument} in training mode: {why}")
-            if found:
-                return found
+                mode, why = self.origin_mode(fs, event.origin or "", where, event, depth)
+                return mode, (trained if mode == "train" and trained else why)
+        if forwarded:
+            return "train", trained
+        head, _, rest = receiver.partition(".")
+        if head not in fs.params and head != "self":
+            return None, ""
+        found = None
+        for caller, item in self.callers(fs):
+            argument = _argument_for(fs, item, head)
+            if argument is None or self._training_call(caller, item):
+                continue
+            argument = argument + ("." + rest if rest else "")
+            mode, why = self.mode_at(caller, argument, item.line, item.col, item.conds, depth + 1)
+            if mode == "train" and found is None:
+                found = ("train", f"{fs.name}() is called from {_short(caller.path)}:{item.line} with {argument} in training mode: {why}")
+        return found or (None, "")
+
+    def _training_call(self, caller: FunctionSummary, item: Item) -> bool:
+        """A call whose result is trained: a backward() follows it closely with autograd on
+        (`loss = self._process_one_batch(x); loss.backward()`), no mode switch between."""
+        if item.grad_off:
+            return False
+        for event in self.events(caller):
+            if (event.line, event.col) <= (item.line, item.col):
+                continue
+            if event.line > item.line + TRAINING_CALL_WINDOW or event.kind in ("eval", "train"):
+                return False
+            if event.kind == "backward" and not event.grad_off:
+                return True
+        return False
+
+    def origin_mode(self, fs: FunctionSummary, origin: str, where: str, event, depth: int):
+        """The mode of a value by where it comes from (see `model_value`)."""
+        if origin == "eval":
+            return "eval", where
+        if origin == "built:torch.load":
+            mode, why = self.saved_mode()
+            return mode, (f"torch.load at {where} restores a model that {why}" if mode else "")
+        if origin.startswith("alias:"):
+            return self.mode_at(fs, origin[6:], event.line, event.col, event.conds, depth + 1)
+        if not origin.startswith("call:"):
+            return None, ""
+        name = origin[5:].removesuffix("+weights")
+        if name.startswith("torch.nn."):
+            last = name.rsplit(".", 1)[-1]
+            if TORCH_MODE_LAYER_RE.match(last):
+                return "train", f"nn.{last}() is built at {where}, and a new module is in training mode"
+            return None, f"nn.{last} has no Dropout/BatchNorm that the index can see"
+        found = self.resolve(fs.path, name)
+        if found is not None and found[0] == "class":
+            cls = found[1]
+            if not self.is_module_class(cls):
+                return None, ""
+            init = self.method(cls, "__init__")
+            if init is not None and any(e.kind == "eval" and (e.receiver or "").split(".")[0] == "self" for e in self.events(init[1])):
+                return "eval", f"{cls.name}.__init__ calls eval()"
+            if not self.has_mode_layers(cls):
+                return None, f"{cls.name} has no Dropout/BatchNorm"
+            return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"
+        if found is not None and found[0] == "function":
+            return self.returned_mode(found[1], where, depth + 1)
+        if found is None:
+            last = name.rsplit(".", 1)[-1]
+            if name.startswith(("torchvision.models.", "timm.")) or MODEL_CONSTRUCTOR_RE.search(last):
+                return "train", f"{last}() is built at {where}, and a new module is in training mode"
         return None, ""
 
-    def _call_origin(self, fs, name, where):
-        found = self.resolve(fs.path, name)
-        if found and found[0] == "class" and self.is_module_class(found[1]):
-            if self.has_mode_layers(found[1]):
-                return "train", f"built at {where}, and a new module is in training mode"
-            return None, f"{found[1].name} has no Dropout/BatchNorm of its own"
-        return None, where
+    def saved_mode(self):
+        """The mode in which the project pickles whole models (`torch.save(model, f)`): a loaded
+        model comes back in it. "train" if any is saved in training mode."""
+        if self._saved is None:
+            self._saved = (None, "")
+            modes = []
+            for fs in self._functions.values():
+                for item in fs.items:
+                    if item.kind == "call" and item.receiver == "torch.save" and item.args and item.args[0][0] == "0":
+                        modes.append((self.mode_at(fs, item.args[0][1], item.line, item.col, item.conds, 3), fs, item))
+            trained = [(why, fs, item) for (mode, why), fs, item in modes if mode == "train"]
+            if trained:
+                why, fs, item = trained[0]
+                self._saved = ("train", f"{_short(fs.path)}:{item.line} saves in training mode ({why})")
+            elif modes and all(mode == "eval" for (mode, _), _, _ in modes):
+                self._saved = ("eval", "the project saves in eval mode")
+        return self._saved
+
+    def returned_mode(self, fs: FunctionSummary, where: str, depth: int):
+        """The mode of what a project factory returns (every return must agree)."""
+        modes = []
+        for item in fs.items:
+            if item.kind != "return":
+                continue
+            origin = item.origin or ""
+            if origin.startswith("alias:"):
+                mode, why = self.mode_at(fs, origin[6:], item.line, item.col, item.conds, depth + 1)
+            else:
+                mode, why = self.origin_mode(fs, origin, f"{_short(fs.path)}:{item.line}", item, depth + 1)
+            modes.append((mode, why))
+        if modes and all(mode == "train" for mode, _ in modes):
+            return "train", f"{fs.name}() at {where} returns it in training mode ({modes[0][1]})"
+        if any(mode == "eval" for mode, _ in modes):
+            return "eval", f"{fs.name}() returns it in eval mode"
+        return None, ""
+
+
+NEUTRAL_RE = re.compile(
+    r"^(print|len|isinstance|type|id|str|repr|getattr|hasattr|setattr|sum|list|tuple|dict|zip|enumerate|range|sorted|iter|next"
+    r"|copy\.copy|logging\.\w+|torch\.(nn\.(parallel\.)?(DataParallel|DistributedDataParallel)|compile|save|cuda\.\w+|optim\.\w+|numel)"
+    r"|obj:[\w.]+\.(info|debug|warning|log|append|extend|update|add_scalar|add_scalars|add_graph|write|format)|obj:[\w.]*(optim|opt|logger|writer|wandb|meter)\w*\.\w+)$",
+    re.I,
+)
+
+
+def _neutral(ref: str | None) -> bool:
+    """A call that cannot change a model's mode: builtins, logging, optimizers, torch.save."""
+    return ref is not None and NEUTRAL_RE.match(ref) is not None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -779,6 +951,13 @@ def _argument_map(target: FunctionSummary, item: Item) -> dict[str, str]:
 
 
 def _argument_for(fs: FunctionSummary, item: Item, param: str) -> str | None:
+    if param == "self":  # self.helper() keeps the object; holder.method() passes `holder`
+        ref = item.receiver or ""
+        if ref.startswith("self:"):
+            return "self"
+        if ref.startswith("obj:"):
+            return ref[4:].rsplit(".", 1)[0]
+        return None
     for slot, root in item.args:
         name = fs.params[int(slot)] if slot.isdigit() and int(slot) < len(fs.params) else slot
         if name == param:
@@ -786,14 +965,17 @@ def _argument_for(fs: FunctionSummary, item: Item, param: str) -> str | None:
     return None
 
 
-def _substitute(receiver: str | None, mapping: dict[str, str]) -> str | None:
-    """A helper's receiver in the caller's names; None for a helper-local model."""
+def _substitute(receiver: str | None, mapping: dict[str, str], helper: FunctionSummary) -> str | None:
+    """A helper's receiver in the caller's names: its parameters replaced by the arguments,
+    `self` and closure or global names kept; None for a model local to the helper."""
     if receiver is None:
         return None
     head, _, rest = receiver.partition(".")
     if head in mapping:
         return mapping[head] + ("." + rest if rest else "")
-    return receiver if head == "self" else None
+    if head == "self" or (head not in helper.params and head not in helper.local_names):
+        return receiver
+    return None
 
 
 def related(a: str | None, b: str | None) -> bool:

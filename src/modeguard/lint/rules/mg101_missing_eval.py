@@ -2,8 +2,8 @@ import ast
 import re
 
 from modeguard.lint.context import dotted_name
-from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
-from modeguard.lint.project import related
+from modeguard.lint.models import NOT_TRAINED_RE
+from modeguard.lint.project import _argument_for, _short, related
 from modeguard.lint.rule import Rule
 
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
@@ -22,7 +22,7 @@ class MissingEval(Rule):
         "`torch.no_grad()`/`inference_mode()` do not change the mode. Call `model.eval()` "
         "(or use `modeguard.evaluating(model)`) before inference."
     )
-    triggers = ("no_grad", "inference_mode", "def eval", "def pred", "def test", "def valid", "def infer", "load_state_dict", "torch.load", ".generate(")
+    triggers = ("no_grad", "inference_mode", "backward", "eval", "test", "pred", "infer", "valid", "load", "pretrained", "weights", "generate", "sample")
     invalid = (
         "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nwith torch.no_grad():\n    preds = model(images)\n",
         "@torch.no_grad()\ndef predict(path):\n    net = ResNet()\n    net.load_state_dict(torch.load(path, weights_only=True))\n    return net(load_image())\n",
@@ -55,11 +55,14 @@ class MissingEval(Rule):
         for func, scope, fs in summaries:
             if fs is None or (scope is not None and self._skip_function(ctx, func, scope)):
                 continue
+            if scope is not None and scope.cls is None and func.name.startswith("test_") and not project.callers(fs):
+                continue  # a test function pytest calls: it builds tiny models on purpose
             events = project.events(fs)
             reported = set()
-            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes):
+            restored = _restored_attributes(module, fs.cls) if fs.cls is not None else frozenset()
+            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored):
                 receiver = site.receiver
-                if receiver in reported or not self._model_receiver(ctx, project, fs, func, receiver):
+                if receiver in reported or not self._model_receiver(ctx, project, receiver):
                     continue
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
@@ -70,8 +73,8 @@ class MissingEval(Rule):
                 yield self.finding(
                     ctx,
                     nodes[(site.line, site.col)],
-                    f"{receiver} is used for inference ({_REASONS[reason]}) in training mode: {why}; "
-                    f"no {receiver}.eval() before it, so Dropout and BatchNorm still run in training mode",
+                    f"{receiver} runs inference ({_REASONS[reason]}) in training mode: {why}; "
+                    f"no {receiver}.eval() on that path, so Dropout and BatchNorm behave as in training",
                     f"call {receiver}.eval() first (torch.no_grad() does not change the mode)",
                 )
 
@@ -79,7 +82,7 @@ class MissingEval(Rule):
     def _skip_function(ctx, func, scope) -> bool:
         name = func.name
         return (
-            name.startswith("test_")
+            (name.startswith("test_") and _pytest_file(ctx.path))
             or name in ("forward", "training_step")
             or FRAMEWORK_HOOK_RE.search(name) is not None
             or ctx.in_framework_class(scope)
@@ -87,18 +90,20 @@ class MissingEval(Rule):
         )
 
     @staticmethod
-    def _model_receiver(ctx, project, fs, func, receiver) -> bool:
+    def _model_receiver(ctx, project, receiver) -> bool:
+        """Not a frozen/teacher/EMA copy, not a function or class: a model instance (that it is
+        a module in training mode is what the path evidence must show)."""
         if NOT_TRAINED_RE.search(receiver) or receiver.split(".")[-1] in project.frozen:
             return False
         head = receiver.split(".")[0]
-        if head in ctx.imports or (head != "self" and project.resolve(ctx.path, head) is not None):
-            return False  # a function or class, not a model instance
-        if MODEL_NAME_RE.search(receiver.rsplit(".", 1)[-1]):
-            return True
-        return any(
-            item.kind == "assign" and item.receiver == receiver and (item.origin or "").startswith(("built", "call:"))
-            for item in fs.items
-        )
+        return not (head in ctx.imports or (head != "self" and project.resolve(ctx.path, head) is not None))
+
+
+def _pytest_file(path: str) -> bool:
+    """Where pytest collects `test_*` functions: a unit test builds tiny models on purpose."""
+    parts = path.replace("\\", "/").split("/")
+    name = parts[-1]
+    return name.startswith("test_") or name.endswith("_test.py") or any(p in ("tests", "test", "testing") for p in parts[:-1])
 
 
 def _local(func, scope) -> str:
@@ -112,12 +117,32 @@ def _loops_by_function(ctx) -> dict[int, list]:
     return found
 
 
-def _inference_sites(fs, events, loops, nodes):
+def _restored_attributes(module, cls_name) -> frozenset[str]:
+    """`self.x` into which some method of the class loads weights (a predictor's checkpoint)."""
+    cls = module.classes.get(cls_name)
+    found = set()
+    for name in cls.methods if cls is not None else ():
+        method = module.functions.get(f"{cls_name}.{name}")
+        for item in method.items if method is not None else ():
+            if item.kind == "load" and item.receiver and item.receiver.startswith("self."):
+                found.add(item.receiver)
+            elif item.kind == "assign" and item.receiver.startswith("self.") and (item.origin or "").endswith("+weights"):
+                found.add(item.receiver)
+    return frozenset(found)
+
+
+def _inference_sites(fs, events, loops, nodes, restored=frozenset()):
     """Direct forwards of `fs` that are inference: under no_grad/inference_mode, in an
     evaluation function, after load_state_dict, or after the training loop."""
     by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
-    backward = [e for e in events if e.kind == "backward"]
-    training_loops = [loop for loop in loops if any(_inside(loop, e) for e in backward)]
+    backward = [e for e in events if e.kind == "backward" and not e.grad_off]
+    # the innermost loops that run backward(): an evaluation after one of them (even inside the
+    # epoch loop) sees the model as training left it
+    training_loops = [
+        loop for loop in loops
+        if any(_inside(loop, e) for e in backward)
+        and not any(other is not loop and _contains(loop, other) and any(_inside(other, e) for e in backward) for other in loops)
+    ]
     trains = bool(backward)
     for event in events:
         if event.kind != "forward" or event.via is not None or event.receiver is None:
@@ -130,10 +155,7 @@ def _inference_sites(fs, events, loops, nodes):
             # samples, targets); only what runs after the training loop is inference
             if any(_inside(loop, event) for loop in training_loops):
                 continue
-            if not backward or position < max((e.line, e.col) for e in backward):
-                continue
-            end = max([(loop.end_lineno, loop.end_col_offset) for loop in training_loops], default=(0, 0))
-            if position < end:
+            if not any((e.line, e.col) < position for e in backward):
                 continue
             if event.grad_off:
                 yield event, "after-training"
@@ -144,8 +166,24 @@ def _inference_sites(fs, events, loops, nodes):
             yield event, "no-grad"
         elif by_name:
             yield event, "function"
-        elif any(e.kind == "load" and related(e.receiver, event.receiver) and (e.line, e.col) < position for e in events):
+        elif any(_restores(e, event.receiver) and (e.line, e.col) < position for e in events):
             yield event, "restored"
+        elif fs.name != "__init__" and any(related(event.receiver, r) for r in restored):
+            yield event, "restored"
+
+
+def _restores(event, receiver) -> bool:
+    """load_state_dict, torch.load or a constructor given pretrained weights."""
+    if event.kind == "load":
+        return related(event.receiver, receiver)
+    origin = event.origin or ""
+    return event.kind == "assign" and event.receiver == receiver and (origin.endswith("+weights") or origin == "built:torch.load")
+
+
+def _contains(outer, inner) -> bool:
+    return outer is not inner and (outer.lineno, outer.col_offset) <= (inner.lineno, inner.col_offset) and (
+        (inner.end_lineno, inner.end_col_offset) <= (outer.end_lineno, outer.end_col_offset)
+    )
 
 
 def _inside(loop, event) -> bool:
@@ -161,41 +199,50 @@ def _evaluation_loop(loop) -> bool:
 
 
 def _class_evidence(project, module, fs, receiver):
-    """An evaluator/predictor class holding the model: no eval() of it in any method, and the
-    project builds the class with a model in training mode (or builds the model in __init__)."""
+    """An evaluator, predictor or agent class holding the model, no eval() of it in any method
+    nor anywhere in the project on that name, and the evidence that it is in training mode:
+    another method trains it, it is built in __init__, or the project builds the class with a
+    model in training mode."""
     cls = module.classes.get(fs.cls)
-    if cls is None or receiver not in cls.model_attrs:
+    if cls is None or receiver.rsplit(".", 1)[-1] in project.evaluated:
         return None, ""
-    for name in cls.methods:
-        method = module.functions.get(f"{cls.name}.{name}")
-        if method is None:
-            continue
-        if any(e.kind == "eval" and related(e.receiver, receiver) for e in project.events(method)):
-            return None, ""
+    methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
+    events = {m.name: project.events(m) for m in methods}
+    if any(e.kind == "eval" and related(e.receiver, receiver) for found in events.values() for e in found):
+        return None, ""
+    for method in methods:
+        found = events[method.name]
+        backward = next((e for e in found if e.kind == "backward"), None)
+        if backward is not None and method is not fs and any(
+            e.kind in ("forward", "train") and not e.grad_off and e.receiver is not None and related(e.receiver, receiver) for e in found
+        ):
+            return "train", (
+                f"{method.name}() trains {receiver} (backward() at {_short(method.path)}:{backward.line}) "
+                f"and no method of {cls.name} calls {receiver}.eval()"
+            )
     init = module.functions.get(f"{cls.name}.__init__")
-    if init is None:
+    if init is None or receiver not in cls.model_attrs:
         return None, ""
     for item in init.items:
-        if item.kind == "assign" and item.receiver == receiver:
-            origin = item.origin or ""
-            if origin.startswith("built"):
-                return "train", f"{receiver} is built in {cls.name}.__init__ at line {item.line} and no method of {cls.name} calls eval() on it"
-            if origin.startswith("alias:"):
-                param = origin[6:].split(".")[0]
-                if param not in init.params:
-                    return None, ""
-                for caller, call in project.class_constructions(cls):
-                    from modeguard.lint.project import _argument_for, _short
-
-                    argument = _argument_for(init, call, param)
-                    if argument is None:
-                        continue
-                    mode, why = project.mode_at(caller, argument, call.line, call.col, call.conds)
-                    if mode == "train":
-                        return "train", (
-                            f"{cls.name}({argument}) is built at {_short(caller.path)}:{call.line} with {argument} in training mode "
-                            f"({why}) and no method of {cls.name} calls eval() on it"
-                        )
+        if item.kind != "assign" or item.receiver != receiver:
+            continue
+        origin = item.origin or ""
+        if not origin.startswith("alias:"):
+            mode, why = project.origin_mode(init, origin, f"{_short(init.path)}:{item.line}", item, 0)
+            return (mode, f"{why}; no method of {cls.name} calls {receiver}.eval()") if mode == "train" else (None, "")
+        param = origin[6:].split(".")[0]
+        if param not in init.params:
+            return None, ""
+        for caller, call in project.class_constructions(cls):
+            argument = _argument_for(init, call, param)
+            if argument is None:
+                continue
+            mode, why = project.mode_at(caller, argument, call.line, call.col, call.conds)
+            if mode == "train":
+                return "train", (
+                    f"{cls.name}({argument}) is built at {_short(caller.path)}:{call.line} with {argument} in training mode "
+                    f"({why}) and no method of {cls.name} calls eval() on it"
+                )
     return None, ""
 
 
@@ -220,5 +267,5 @@ _REASONS = {
     "test-loop": "in a test loop after the training loop",
     "no-grad": "under no_grad/inference_mode",
     "function": "in an evaluation function",
-    "restored": "after load_state_dict",
+    "restored": "with restored or pretrained weights",
 }

@@ -43,7 +43,7 @@ class NoTrainAfterEval(Rule):
             events = project.events(fs)
             for loop in loops[id(func)]:
                 inside = [e for e in events if (loop.lineno, loop.col_offset) <= (e.line, e.col) <= (loop.end_lineno, loop.end_col_offset)]
-                if not any(e.kind == "backward" for e in inside):
+                if not any(e.kind == "backward" and not e.grad_off for e in inside):
                     continue  # backward() alone marks a training loop
                 finding = self._check_loop(ctx, project, inside, nodes, reported)
                 if finding is not None:
@@ -59,12 +59,14 @@ class NoTrainAfterEval(Rule):
                 continue
             if not any(e.kind == "forward" and not e.grad_off and related(e.receiver, receiver) for e in events):
                 continue  # never trained here (a frozen backbone, a teacher run under no_grad)
+            if receiver is not None and project.trained and receiver.rsplit(".", 1)[-1] not in project.trained:
+                continue  # nothing optimises its parameters or puts it in training mode
             for later in cycle[i + 1 :]:
                 if not compatible(later.conds, event.conds):
                     continue  # another branch: `model.train() if train else model.eval()`
                 if later.kind == "train" and related(later.receiver, receiver):
                     break
-                if later.kind == "backward":
+                if later.kind == "backward" and not later.grad_off:
                     reported.add((event.line, event.col))
                     name = receiver or "the model"
                     via = f" (in {event.via}(), {event.detail})" if event.via else ""
