@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 GRAD_OFF = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"}
+GRAD_SWITCH = {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled", "torch.autograd.grad_mode.set_grad_enabled"}
 # A project's own decorator around no_grad/inference_mode (`@smart_inference_mode()`, `@torch_no_grad`)
 GRAD_OFF_NAME_RE = re.compile(r"(^|[._])(no_grad|inference_mode)$")
 FUNCTIONAL = "torch.nn.functional"
@@ -225,6 +226,8 @@ class _Indexer:
     def _grad_off(self, expr: ast.AST) -> bool:
         target = expr.func if isinstance(expr, ast.Call) else expr
         name = self.ctx.qualname(target)
+        if name in GRAD_SWITCH and isinstance(expr, ast.Call) and expr.args:
+            return isinstance(expr.args[0], ast.Constant) and expr.args[0].value is False
         return name is not None and (name in GRAD_OFF or GRAD_OFF_NAME_RE.search(name) is not None)
 
 

@@ -48,13 +48,14 @@ TORCH_DROPOUT_KW_RE = re.compile(r"^(LSTM|GRU|RNN|InstanceNorm\dd)$")
 WRAPPER_RE = re.compile(r"(DataParallel|DistributedDataParallel|DataCPU|^DDP$|^FSDP$|FullyShardedDataParallel)$")
 EVAL_MODE_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession", "load_pretrained")
 BUILTIN_NAMES = frozenset(dir(builtins))
+MEMO_LIMIT = 20_000  # replayed programs kept in memory (a site-packages run has ~10^5 functions)
 TRAINING_CALL_WINDOW = 15  # lines between a helper's forward and the backward() that trains it
 MODE_TOKENS = (".eval(", ".train(", "backward", "no_grad", "inference_mode", ".step(", "load_state_dict", "requires_grad")
 # packages whose functions never switch a model's mode (and are never project code)
 EXTERNAL_ROOTS = frozenset(("torch", "numpy", "math", "os", "sys", "re", "json", "logging", "time", "random", "itertools", "functools", "collections", "warnings", "typing", "copy", "pathlib", "einops", "PIL", "cv2", "pandas", "scipy", "matplotlib"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One step of a function's mode program.
 
@@ -114,7 +115,7 @@ class ModuleSummary:
         return hashlib.sha1(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     kind: str
     receiver: str | None
@@ -128,6 +129,7 @@ class Event:
     args: tuple = ()  # an unresolved call: the roots of its arguments
 
 
+@functools.lru_cache(maxsize=65536)
 def dotted_path(path: str) -> tuple[str, ...]:
     parts = list(PurePath(path).with_suffix("").parts)
     if parts and parts[-1] == "__init__":
@@ -155,7 +157,7 @@ def summarize(ctx: FileContext) -> ModuleSummary:
     for func, scope in ctx.functions:
         local = f"{scope.cls.name}.{func.name}" if scope.cls is not None else func.name
         # a model's own methods (forward, blocks) matter only where they switch modes or autograd
-        shallow = scope.cls is not None and scope.cls.name in ctx.module_classes and not any(
+        shallow = scope.cls is not None and scope.cls.name in ctx.module_classes and func.name != "__init__" and not any(
             token in line for line in lines[func.lineno - 1 : func.end_lineno] for token in MODE_TOKENS
         )
         summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
@@ -375,7 +377,7 @@ def model_value(ctx, value: ast.AST) -> str | None:
     if name == "torch.load":
         return "built:torch.load"
     last = name.rsplit(".", 1)[-1]
-    if WRAPPER_RE.search(last) and node.args:
+    if (WRAPPER_RE.search(last) or name == "torch.compile") and node.args:
         root = receiver_of(node.args[0])
         return f"alias:{root}" if root else None
     if name.startswith("torch.nn.") and last[:1].isupper():
@@ -471,6 +473,7 @@ class ProjectIndex:
         self._module_classes: dict[tuple[str, str], bool] = {}
         self._callers: dict[str, list[tuple[FunctionSummary, Item]]] | None = None
         self._events: dict[tuple, list[Event]] = {}
+        self._active: set[tuple] = set()
         self._saved = None
         self.frozen = frozenset().union(*(s.frozen for s in summaries))
         self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
@@ -502,7 +505,7 @@ class ProjectIndex:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_callers=None, _events={}, _module_classes={}, _saved=None)
+        state.update(_callers=None, _events={}, _active=set(), _module_classes={}, _saved=None)
         return state
 
     def _member(self, module: ModuleSummary, head: str, rest: str, depth: int):
@@ -698,7 +701,11 @@ class ProjectIndex:
         key = (fs.key, constants)
         if key in self._events:
             return self._events[key]
-        self._events[key] = []  # recursion
+        if key in self._active:
+            return []  # recursion
+        if len(self._events) > MEMO_LIMIT:
+            self._events = {k: v for k, v in self._events.items() if k[0] == "exported"}
+        self._active.add(key)
         known = dict(constants)
         out: list[Event] = []
         off = fs.grad_off or (bool(fs.decorators) and self.is_grad_off_decorator(fs))
@@ -736,6 +743,7 @@ class ProjectIndex:
                     sub.kind, receiver, item.line, item.col, item.conds + sub.conds, sub.grad_off or grad_off,
                     sub.via or target.name, sub.origin, sub.detail, args,
                 ))
+        self._active.discard(key)
         self._events[key] = out
         return out
 
@@ -745,28 +753,38 @@ class ProjectIndex:
         key = ("exported", fs.key, constants)
         if key in self._events:
             return self._events[key]
+        if (fs.key, constants) in self._active:
+            return []  # recursion
         seen = set()
         out = []
         where = _short(fs.path)
+        private: dict[tuple, tuple] = {}
+        params = fs.params
         for event in self.events(fs, constants):
-            if event.kind in ("assign", "load", "return"):
+            kind = event.kind
+            if kind in ("assign", "load", "return"):
                 continue
-            head = (event.receiver or "").split(".")[0]
-            if event.kind in ("eval", "train", "forward") and head in fs.local_names and head not in fs.params:
-                continue  # a model of its own
-            args = tuple(a for a in event.args if a.split(".")[0] not in fs.local_names or a.split(".")[0] in fs.params)
-            if event.kind == "call" and not args:
+            if kind in ("eval", "train", "forward"):
+                head = event.receiver.split(".", 1)[0]
+                if head not in params and head != "self" and (head in fs.local_names or (kind == "forward" and not MODEL_NAME_RE.search(head))):
+                    continue  # a model of its own, or a global function
+            args = tuple(a for a in event.args if a.split(".", 1)[0] in params or a.startswith("self.")) if event.args else ()
+            if kind == "call" and not args:
                 continue
-            signature = (event.kind, event.receiver, event.grad_off, event.conds, args)
-            if event.kind in ("eval", "train"):
+            signature = (kind, event.receiver, event.grad_off, event.conds, args)
+            if kind in ("eval", "train"):
                 if out and out[-1][0] == signature:
                     continue
             elif signature in seen:
                 continue
             seen.add(signature)
-            conds = tuple((f"{fs.key}:{k}", b, None) for k, b, _ in event.conds)
+            conds = event.conds
+            if conds:
+                if conds not in private:
+                    private[conds] = tuple((f"{fs.key}:{k}", b, None) for k, b, _ in conds)
+                conds = private[conds]
             out.append((signature, Event(
-                event.kind, event.receiver, event.line, event.col, conds, event.grad_off,
+                kind, event.receiver, event.line, event.col, conds, event.grad_off,
                 event.via, event.origin, event.detail or f"{where}:{event.line}", args,
             )))
         result = [e for _, e in out]
@@ -918,7 +936,7 @@ NEUTRAL_RE = re.compile(
 
 def _neutral(ref: str | None) -> bool:
     """A call that cannot change a model's mode: builtins, logging, optimizers, torch.save."""
-    return ref is not None and NEUTRAL_RE.match(ref) is not None
+    return ref is not None and (NEUTRAL_RE.match(ref) is not None or WRAPPER_RE.search(ref.rsplit(".", 1)[-1]) is not None)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -928,8 +946,8 @@ def _short(path: str) -> str:
 
 
 def _nearest(importer: str, candidates: list[str]) -> str:
-    here = PurePath(importer).parts
-    return max(candidates, key=lambda c: sum(1 for _ in _common(here, PurePath(c).parts)))
+    here = dotted_path(importer)
+    return max(candidates, key=lambda c: sum(1 for _ in _common(here, dotted_path(c))))
 
 
 def _common(a, b):

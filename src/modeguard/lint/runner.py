@@ -18,6 +18,9 @@ from modeguard.lint.context import FileContext
 from modeguard.lint.engine import Selection, check, index_file, parse
 from modeguard.lint.project import ModuleSummary, ProjectIndex
 
+# Source bytes whose trees stay in memory between the phases (a tree takes ~30x its source);
+# beyond, phase 2 parses again
+KEEP_TREES_BYTES = 40_000_000
 PARALLEL_THRESHOLD = 64  # below this many files a process pool costs more than it saves
 
 
@@ -142,10 +145,12 @@ def _lint_paths(files, selection, jobs, cache_dir) -> list[Finding]:
         for path, (summary, found) in zip(todo, results):
             summaries[path], problems[path] = summary, found
     else:
+        kept = 0
         for path in todo:
             ctx, problems[path] = read(path, selection)
-            if ctx is not None:
-                contexts[path] = ctx
+            if ctx is not None and kept < KEEP_TREES_BYTES:
+                contexts[path] = ctx  # checked in phase 2 without parsing again
+                kept += len(ctx.source)
             summaries[path] = index_file(ctx) if ctx is not None else None
     if cache.file:
         for path in todo:

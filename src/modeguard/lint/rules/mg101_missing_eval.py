@@ -52,15 +52,22 @@ class MissingEval(Rule):
         summaries = [(func, scope, module.functions.get(_local(func, scope))) for func, scope in ctx.functions]
         summaries.append((None, None, module.module_level))
         loops = _loops_by_function(ctx)
+        restored_by_class: dict[str, frozenset[str]] = {}
         for func, scope, fs in summaries:
             if fs is None or (scope is not None and self._skip_function(ctx, func, scope)):
                 continue
+            if not any(item.kind == "forward" or (item.kind == "call" and item.receiver.startswith("self:")) for item in fs.items):
+                continue  # runs no model itself
             if scope is not None and scope.cls is None and func.name.startswith("test_") and not project.callers(fs):
                 continue  # a test function pytest calls: it builds tiny models on purpose
             events = project.events(fs)
             reported = set()
-            restored = _restored_attributes(module, fs.cls) if fs.cls is not None else frozenset()
-            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored):
+            if fs.cls is not None and fs.cls not in restored_by_class:
+                restored_by_class[fs.cls] = (_restored_attributes(module, fs.cls), _class_training(project, module, fs.cls))
+            restored, (trained, helpers) = restored_by_class.get(fs.cls, (frozenset(), ({}, frozenset())))
+            if fs.name in helpers:
+                trained = {}  # part of the training itself
+            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained):
                 receiver = site.receiver
                 if receiver in reported or not self._model_receiver(ctx, project, receiver):
                     continue
@@ -131,7 +138,27 @@ def _restored_attributes(module, cls_name) -> frozenset[str]:
     return frozenset(found)
 
 
-def _inference_sites(fs, events, loops, nodes, restored=frozenset()):
+def _class_training(project, module, cls_name):
+    """`self.x` that a method of the class trains (forward with autograd on, then backward()),
+    and the methods that training runs through."""
+    cls = module.classes.get(cls_name)
+    trained, helpers = {}, set()
+    for name in cls.methods if cls is not None else ():
+        method = module.functions.get(f"{cls_name}.{name}")
+        if method is None:
+            continue
+        events = project.events(method)
+        if not any(e.kind == "backward" and not e.grad_off for e in events):
+            continue
+        helpers.add(name)
+        helpers.update(item.receiver[5:] for item in method.items if item.kind == "call" and item.receiver.startswith("self:"))
+        for e in events:
+            if e.kind == "forward" and not e.grad_off and e.receiver and e.receiver.startswith("self."):
+                trained.setdefault(e.receiver, name)
+    return trained, frozenset(helpers)
+
+
+def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None):
     """Direct forwards of `fs` that are inference: under no_grad/inference_mode, in an
     evaluation function, after load_state_dict, or after the training loop."""
     by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
@@ -170,6 +197,8 @@ def _inference_sites(fs, events, loops, nodes, restored=frozenset()):
             yield event, "restored"
         elif fs.name != "__init__" and any(related(event.receiver, r) for r in restored):
             yield event, "restored"
+        elif class_trained and fs.name != "__init__" and event.receiver in class_trained:
+            yield event, "after-fit"
 
 
 def _restores(event, receiver) -> bool:
@@ -204,7 +233,7 @@ def _class_evidence(project, module, fs, receiver):
     another method trains it, it is built in __init__, or the project builds the class with a
     model in training mode."""
     cls = module.classes.get(fs.cls)
-    if cls is None or receiver.rsplit(".", 1)[-1] in project.evaluated:
+    if cls is None:
         return None, ""
     methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
     events = {m.name: project.events(m) for m in methods}
@@ -221,8 +250,8 @@ def _class_evidence(project, module, fs, receiver):
                 f"and no method of {cls.name} calls {receiver}.eval()"
             )
     init = module.functions.get(f"{cls.name}.__init__")
-    if init is None or receiver not in cls.model_attrs:
-        return None, ""
+    if init is None or receiver not in cls.model_attrs or receiver.rsplit(".", 1)[-1] in project.evaluated:
+        return None, ""  # (an eval() of that name elsewhere in the project may be this model's)
     for item in init.items:
         if item.kind != "assign" or item.receiver != receiver:
             continue
@@ -257,6 +286,8 @@ def _recalibration(ctx, fs, events, site, receiver) -> bool:
             line = ctx.lines[event.line - 1] if 0 < event.line <= len(ctx.lines) else ""
             if RECALIBRATION_RE.search(line) or RECALIBRATION_RE.search(fs.name):
                 return True
+            if INFERENCE_FUNC_RE.match(fs.name):
+                return False  # an evaluation function that puts the model in training mode
             earlier = [e for e in before if (e.line, e.col) < (event.line, event.col)]
             return not any(e.kind in ("eval", "load") and related(e.receiver, receiver) for e in earlier)
     return False
@@ -268,4 +299,5 @@ _REASONS = {
     "no-grad": "under no_grad/inference_mode",
     "function": "in an evaluation function",
     "restored": "with restored or pretrained weights",
+    "after-fit": "in a method of a class that trains it elsewhere",
 }

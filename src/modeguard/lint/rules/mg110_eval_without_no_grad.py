@@ -44,7 +44,7 @@ class EvalWithoutNoGrad(Rule):
         targets = [(func, module.functions.get(f"{scope.cls.name}.{func.name}" if scope.cls else func.name)) for func, scope in ctx.functions]
         targets.append((None, module.module_level))
         for func, fs in targets:
-            if fs is None or id(func) in uses_grad:
+            if fs is None or id(func) in uses_grad or not any(item.kind == "forward" for item in fs.items):
                 continue
             events = project.events(fs)
             if any(e.kind == "backward" for e in events):
