@@ -48,7 +48,9 @@ TORCH_DROPOUT_KW_RE = re.compile(r"^(LSTM|GRU|RNN|InstanceNorm\dd)$")
 WRAPPER_RE = re.compile(r"(DataParallel|DistributedDataParallel|DataCPU|^DDP$|^FSDP$|FullyShardedDataParallel)$")
 EVAL_MODE_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession", "load_pretrained")
 BUILTIN_NAMES = frozenset(dir(builtins))
-MEMO_LIMIT = 20_000  # replayed programs kept in memory (a site-packages run has ~10^5 functions)
+NO_MODE_LAYERS = "has no Dropout/BatchNorm"
+MEMO_LIMIT = 10_000  # replayed programs kept in memory (a site-packages run has ~10^5 functions)
+MAX_CALLERS = 32  # callers followed per function (a base class __init__ may have thousands)
 TRAINING_CALL_WINDOW = 15  # lines between a helper's forward and the backward() that trains it
 MODE_TOKENS = (".eval(", ".train(", "backward", "no_grad", "inference_mode", ".step(", "load_state_dict", "requires_grad")
 # packages whose functions never switch a model's mode (and are never project code)
@@ -704,7 +706,7 @@ class ProjectIndex:
         if key in self._active:
             return []  # recursion
         if len(self._events) > MEMO_LIMIT:
-            self._events = {k: v for k, v in self._events.items() if k[0] == "exported"}
+            self._events = {}  # replayed again on demand: memory stays bounded on huge trees
         self._active.add(key)
         known = dict(constants)
         out: list[Event] = []
@@ -771,7 +773,7 @@ class ProjectIndex:
             args = tuple(a for a in event.args if a.split(".", 1)[0] in params or a.startswith("self.")) if event.args else ()
             if kind == "call" and not args:
                 continue
-            signature = (kind, event.receiver, event.grad_off, event.conds, args)
+            signature = (kind, event.receiver, event.grad_off, tuple(c for c in event.conds if not c[0].startswith("\0")), args)
             if kind in ("eval", "train"):
                 if out and out[-1][0] == signature:
                     continue
@@ -780,8 +782,9 @@ class ProjectIndex:
             seen.add(signature)
             conds = event.conds
             if conds:
+                # the helper's own branch tests, made private to it; its callees' stay inside them
                 if conds not in private:
-                    private[conds] = tuple((f"{fs.key}:{k}", b, None) for k, b, _ in conds)
+                    private[conds] = tuple((f"\0{fs.key}:{k}", b, None) for k, b, _ in conds if not k.startswith("\0"))
                 conds = private[conds]
             out.append((signature, Event(
                 kind, event.receiver, event.line, event.col, conds, event.grad_off,
@@ -823,20 +826,24 @@ class ProjectIndex:
             if event.kind == "assign" and event.receiver == receiver:
                 mode, why = self.origin_mode(fs, event.origin or "", where, event, depth)
                 return mode, (trained if mode == "train" and trained else why)
-        if forwarded:
-            return "train", trained
         head, _, rest = receiver.partition(".")
         if head not in fs.params and head != "self":
-            return None, ""
+            return ("train", trained) if forwarded else (None, "")
         found = None
-        for caller, item in self.callers(fs):
+        passed = False  # some caller in the project hands the model in
+        for caller, item in self.callers(fs)[:MAX_CALLERS]:
             argument = _argument_for(fs, item, head)
-            if argument is None or self._training_call(caller, item):
+            if argument is None or (not forwarded and self._training_call(caller, item)):
                 continue
+            passed = True
             argument = argument + ("." + rest if rest else "")
             mode, why = self.mode_at(caller, argument, item.line, item.col, item.conds, depth + 1)
+            if forwarded and mode is None and why.endswith(NO_MODE_LAYERS):
+                return None, why  # trained here, but the model has no Dropout/BatchNorm
             if mode == "train" and found is None:
                 found = ("train", f"{fs.name}() is called from {_short(caller.path)}:{item.line} with {argument} in training mode: {why}")
+        if forwarded and (passed or head == "self"):
+            return "train", trained
         return found or (None, "")
 
     def _training_call(self, caller: FunctionSummary, item: Item) -> bool:
@@ -869,7 +876,7 @@ class ProjectIndex:
             last = name.rsplit(".", 1)[-1]
             if TORCH_MODE_LAYER_RE.match(last):
                 return "train", f"nn.{last}() is built at {where}, and a new module is in training mode"
-            return None, f"nn.{last} has no Dropout/BatchNorm that the index can see"
+            return None, f"nn.{last} {NO_MODE_LAYERS}"
         found = self.resolve(fs.path, name)
         if found is not None and found[0] == "class":
             cls = found[1]
@@ -879,7 +886,7 @@ class ProjectIndex:
             if init is not None and any(e.kind == "eval" and (e.receiver or "").split(".")[0] == "self" for e in self.events(init[1])):
                 return "eval", f"{cls.name}.__init__ calls eval()"
             if not self.has_mode_layers(cls):
-                return None, f"{cls.name} has no Dropout/BatchNorm"
+                return None, f"{cls.name} {NO_MODE_LAYERS}"
             return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"
         if found is not None and found[0] == "function":
             return self.returned_mode(found[1], where, depth + 1)

@@ -29,6 +29,20 @@ class MissingEval(Rule):
         "def main():\n    model = Net()\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n    with torch.no_grad():\n        print(model(test_x))\n",
         "def evaluate(model, loader):\n    with torch.no_grad():\n        return [model(x) for x in loader]\n\n\ndef main():\n    model = Net()\n    evaluate(model, loader)\n",
         "model = Net()\nmodel.train()\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\nwith torch.no_grad():\n    print(model(test_x))\n",
+        # an evaluator class holding the model, built with a model in training mode
+        "class Predictor:\n    def __init__(self, model):\n        self.model = model\n\n    def __call__(self, x):\n"
+        "        with torch.no_grad():\n            return self.model(x)\n\n\nnet = Net()\npredict = Predictor(net)\nprint(predict(x))\n",
+        # last mode wins: train() after loading a checkpoint in a function that only predicts
+        "def predict(path, x):\n    model = Net()\n    model.load_state_dict(torch.load(path, weights_only=True))\n"
+        "    model.eval()\n    model.train()\n    with torch.no_grad():\n        return model(x)\n",
+        # aliases and spellings: .cuda().half() and model.forward(x)
+        "m = Net().cuda().half()\nm.load_state_dict(torch.load(p, weights_only=True))\nout = m.forward(x)\n",
+        # a test loop after the training loop, without no_grad
+        "def main():\n    model = Net()\n    for x, y in train_loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n"
+        "    for x, y in test_loader:\n        print(model(x).argmax(1))\n",
+        # a class that trains its model in one method and samples from it in another
+        "class Synth:\n    def fit(self, data):\n        self.generator = Generator()\n        for x in data:\n"
+        "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
     )
     valid = (
         "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nmodel.eval()\nwith torch.no_grad():\n    preds = model(images)\n",
@@ -40,6 +54,19 @@ class MissingEval(Rule):
         "with torch.no_grad():\n    for p, ema_p in zip(model.parameters(), ema.parameters()):\n        ema_p.mul_(0.99).add_(p, alpha=0.01)\n",
         "model.train()  # recalibrate BatchNorm: batch statistics on purpose\nwith torch.no_grad():\n    for x in loader:\n        model(x)\n",
         "def test_model_shapes():\n    model = Net()\n    with torch.no_grad():\n        assert model(x).shape == (2, 10)\n",
+        # GAN progress samples inside the training loop: bookkeeping, not inference
+        "for epoch in range(5):\n    for real in loader:\n        loss_fn(netD(real), netD(netG(noise()))).backward()\n"
+        "        opt_d.step()\n        with torch.no_grad():\n            fake = netG(fixed_noise)\n",
+        # a model without Dropout or BatchNorm: its mode changes nothing
+        "model = nn.Linear(4, 2)\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
+        "with torch.no_grad():\n    print(model(test_x))\n",
+        # the mode chosen by a parameter: the eval() branch is the evaluation path
+        "def run(model, loader, train):\n    model.train() if train else model.eval()\n    with torch.set_grad_enabled(train):\n"
+        "        return [model(x) for x in loader]\n\n\nmodel = Net()\nrun(model, loader, train=False)\n",
+        # a helper whose forward is the training step (its caller runs backward() on the result)
+        "class Exp:\n    def _step(self, x):\n        return self.model(x)\n\n    def load(self, p):\n"
+        "        self.model.load_state_dict(torch.load(p, weights_only=True))\n\n    def train(self, loader):\n"
+        "        self.model.train()\n        for x in loader:\n            loss = self._step(x)\n            loss.backward()\n",
     )
 
     def check(self, ctx):
@@ -69,7 +96,7 @@ class MissingEval(Rule):
                 trained = {}  # part of the training itself
             for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained):
                 receiver = site.receiver
-                if receiver in reported or not self._model_receiver(ctx, project, receiver):
+                if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver):
                     continue
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
@@ -104,6 +131,12 @@ class MissingEval(Rule):
             return False
         head = receiver.split(".")[0]
         return not (head in ctx.imports or (head != "self" and project.resolve(ctx.path, head) is not None))
+
+
+def _not_a_module_branch(site, receiver) -> bool:
+    """The `else` of `if isinstance(net, nn.Module)`: there the receiver is a plain function."""
+    pattern = re.compile(rf"isinstance\(\s*{re.escape(receiver)}\s*,.*Module")
+    return any(not taken and pattern.search(key) for key, taken, _ in site.conds)
 
 
 def _pytest_file(path: str) -> bool:

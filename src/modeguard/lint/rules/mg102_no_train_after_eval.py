@@ -17,12 +17,23 @@ class NoTrainAfterEval(Rule):
     invalid = (
         "def validate(model, loader):\n    model.eval()\n    with torch.no_grad():\n        return sum(model(x).sum() for x in loader)\n\n\nfor epoch in range(10):\n    for x, y in loader:\n        loss = loss_fn(model(x), y)\n        loss.backward()\n        optimizer.step()\n    validate(model, val_loader)\n",
         "model.train()\nfor epoch in range(3):\n    for x, y in loader:\n        optimizer.zero_grad()\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n    model.eval()\n    evaluate(model)\n",
+        # backward() alone marks the training loop (the step is an opaque callable)
+        "for epoch in range(3):\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n        apply_update()\n        if step % 100 == 0:\n"
+        "            model.eval()\n            evaluate(model)\n",
     )
     valid = (
         "for epoch in range(10):\n    model.train()\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n    model.eval()\n    evaluate(model)\n",
         "def validate(model, loader):\n    model.eval()\n    out = [model(x) for x in loader]\n    model.train()\n    return out\n\n\nfor epoch in range(10):\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n    validate(model, val_loader)\n",
         "teacher.eval()\nfor x, y in loader:\n    with torch.no_grad():\n        t = teacher(x)\n    loss_fn(student(x), t).backward()\n    optimizer.step()\n",
         "for epoch in range(10):\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n    ema_model.eval()\n    evaluate(ema_model)\n",
+        # a frozen backbone put in eval() on purpose at the top of the training function
+        "def train_probe(backbone, head, loader):\n    backbone.eval()  # linear probing\n    for x, y in loader:\n"
+        "        with torch.no_grad():\n            f = backbone(x)\n        loss_fn(head(f), y).backward()\n        optimizer.step()\n\n\n"
+        "for epoch in range(10):\n    train_probe(backbone, head, loader)\n",
+        # the mode chosen by a parameter: two branches, two paths; constants decide the branch
+        "def run_epoch(model, loader, mode):\n    model.train() if mode == 'train' else model.eval()\n    for x, y in loader:\n"
+        "        loss = loss_fn(model(x), y)\n        if mode == 'train':\n            loss.backward()\n            optimizer.step()\n\n\n"
+        "for epoch in range(10):\n    run_epoch(model, train_loader, 'train')\n    run_epoch(model, val_loader, 'val')\n",
     )
 
     def check(self, ctx):

@@ -30,6 +30,10 @@ class CaptureInTrainMode(Rule):
         "traced = torch.jit.trace(Net().eval(), x)\n",
         "def export(model, path):  # the caller decides the mode\n    torch.onnx.export(model, x, path)\n",
         "model = Net().eval()\nexported = torch.export.export(model, (x,))\n",
+        # a fresh export wrapper, without Dropout/BatchNorm of its own, around a model in eval
+        "class Export(nn.Module):\n    def __init__(self, model):\n        super().__init__()\n        self.model = model\n\n"
+        "    def forward(self, x):\n        return self.model(x).softmax(-1)\n\n\n"
+        "model = Net()\nmodel.eval()\nwrapper = Export(model)\ntorch.onnx.export(wrapper, x, 'm.onnx')\n",
     )
 
     def check(self, ctx):
