@@ -78,10 +78,6 @@ def index_file(ctx: FileContext) -> ModuleSummary | None:
         return None
 
 
-def lint_bytes(path: str, data: bytes, selection: Selection) -> list[Finding]:
-    return lint_source(path, data, selection)
-
-
 def lint_source(path: str, source: str | bytes, selection: Selection, project: ProjectIndex | None = None) -> list[Finding]:
     """Lint one file; without a project index, the file is its own project."""
     ctx, findings = parse(path, source, selection)

@@ -263,6 +263,8 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
     if isinstance(func, ast.Attribute):
         attr = func.attr
         receiver = receiver_of(func.value)
+        if receiver is None and isinstance(func.value, ast.Call) and isinstance(func.value.func, ast.Name) and func.value.func.id == "getattr" and func.value.args:
+            receiver = dotted_name(func.value.args[0])  # getattr(self, name).train(flag): some attribute of self
         if attr in ("eval", "train") and receiver is None:
             return None  # `deepcopy(model).eval()`: no name to follow
         if attr == "eval" and not call.args and not call.keywords:

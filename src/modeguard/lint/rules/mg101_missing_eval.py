@@ -270,8 +270,17 @@ def _class_evidence(project, module, fs, receiver):
         return None, ""
     methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
     events = {m.name: project.events(m) for m in methods}
-    if any(e.kind == "eval" and related(e.receiver, receiver) for found in events.values() for e in found):
-        return None, ""
+    if any(
+        (e.kind == "eval" or (e.kind == "train" and e.origin == "variable")) and related(e.receiver, receiver)
+        for found in events.values() for e in found
+    ):
+        return None, ""  # eval(), or train(flag), somewhere in the class
+    for method in methods:
+        for item in method.items:
+            if item.kind == "assign" and item.receiver == receiver:
+                mode, why = project.origin_mode(method, item.origin or "", f"{_short(method.path)}:{item.line}", item, 0)
+                if mode != "train":
+                    return None, why  # no Dropout/BatchNorm, or built in eval mode
     for method in methods:
         found = events[method.name]
         backward = next((e for e in found if e.kind == "backward"), None)
