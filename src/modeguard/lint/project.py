@@ -207,8 +207,7 @@ def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func,
     local_names = set()
     for node, a_scope in () if shallow else assigns_by_func.get(id(func), ()):
         local_names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-        item = _classify_assign(ctx, node, a_scope)
-        if item is not None:
+        for item in _classify_assign(ctx, node, a_scope):
             items.append(item)
     for node, r_scope in () if shallow else returns_by_func.get(id(func), ()):
         if node.value is not None:
@@ -337,17 +336,20 @@ def _argument(node, slot, args, constants) -> None:
         args.append((slot, root))
 
 
-def _classify_assign(ctx, node: ast.Assign, scope) -> Item | None:
+def _classify_assign(ctx, node: ast.Assign, scope) -> list[Item]:
     if len(node.targets) != 1:
-        return None
-    target = dotted_name(node.targets[0])
-    if target is None:
-        return None
-    value = node.value
-    origin = model_value(ctx, value)
-    if origin is None:
-        return None
-    return Item("assign", target, node.lineno, node.col_offset, scope.conds, origin=origin)
+        return []
+    target, value = node.targets[0], node.value
+    pairs = [(target, value)]
+    if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
+        pairs = list(zip(target.elts, value.elts))  # self.net, self.target = Net(), Net()
+    items = []
+    for element, assigned in pairs:
+        name = dotted_name(element)
+        origin = model_value(ctx, assigned) if name else None
+        if origin is not None:
+            items.append(Item("assign", name, node.lineno, node.col_offset, scope.conds, origin=origin))
+    return items
 
 
 def model_value(ctx, value: ast.AST) -> str | None:

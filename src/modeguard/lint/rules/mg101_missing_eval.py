@@ -3,7 +3,7 @@ import re
 
 from modeguard.lint.context import dotted_name
 from modeguard.lint.models import NOT_TRAINED_RE
-from modeguard.lint.project import _argument_for, _short, related
+from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, _short, related
 from modeguard.lint.rule import Rule
 
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
@@ -279,8 +279,8 @@ def _class_evidence(project, module, fs, receiver):
         for item in method.items:
             if item.kind == "assign" and item.receiver == receiver:
                 mode, why = project.origin_mode(method, item.origin or "", f"{_short(method.path)}:{item.line}", item, 0)
-                if mode != "train":
-                    return None, why  # no Dropout/BatchNorm, or built in eval mode
+                if mode == "eval" or (mode is None and why.endswith(NO_MODE_LAYERS)):
+                    return None, why  # built in eval mode, or without Dropout/BatchNorm
     for method in methods:
         found = events[method.name]
         backward = next((e for e in found if e.kind == "backward"), None)
