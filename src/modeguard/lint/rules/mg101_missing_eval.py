@@ -2,7 +2,7 @@ import ast
 import re
 
 from modeguard.lint.context import dotted_name
-from modeguard.lint.models import NOT_TRAINED_RE
+from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
 from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, _short, related
 from modeguard.lint.rule import Rule
 
@@ -187,7 +187,9 @@ def _class_training(project, module, cls_name):
         helpers.update(item.receiver[5:] for item in method.items if item.kind == "call" and item.receiver.startswith("self:"))
         for e in events:
             if e.kind == "forward" and not e.grad_off and e.receiver and e.receiver.startswith("self."):
-                trained.setdefault(e.receiver, name)
+                last = e.receiver.rsplit(".", 1)[-1]
+                if last in project.trained or MODEL_NAME_RE.search(last):  # a model, not a callable attribute
+                    trained.setdefault(e.receiver, name)
     return trained, frozenset(helpers)
 
 
