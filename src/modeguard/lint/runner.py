@@ -21,7 +21,8 @@ from modeguard.lint.project import ModuleSummary, ProjectIndex
 # Source bytes whose trees stay in memory between the phases (a tree takes ~30x its source);
 # beyond, phase 2 parses again
 KEEP_TREES_BYTES = 40_000_000
-PARALLEL_THRESHOLD = 64  # below this many files a process pool costs more than it saves
+PARALLEL_THRESHOLD = 64
+PROJECT_KEY = "<project>"  # the cache entry holding the whole project's digest and per-file keys  # below this many files a process pool costs more than it saves
 
 
 def read(path: Path, selection: Selection) -> tuple[FileContext | None, list[Finding]]:
@@ -61,6 +62,7 @@ class Cache:
         settings = [*sorted(selection.codes), f"noqa={selection.honour_noqa}"]
         self.key = hashlib.sha1(",".join(settings).encode()).hexdigest()
         self.entries: dict[str, dict] = {}
+        self.project = None
         if self.file and self.file.is_file():
             try:
                 self.entries = pickle.loads(self.file.read_bytes())
@@ -98,6 +100,24 @@ class Cache:
         if entry is not None:
             entry["findings"] = {self.key + key: findings}
 
+    @staticmethod
+    def _project_digest(digests) -> str:
+        return hashlib.sha1("".join(f"{p}={d};" for p, d in sorted((str(p), d) for p, d in digests.items())).encode()).hexdigest()
+
+    def remember_project(self, digests, keys) -> None:
+        self.project = (self._project_digest(digests), keys)
+
+    def unchanged_project(self, digests):
+        """When no summary changed since the last run: a function giving the cached findings."""
+        stored = self.entries.get(PROJECT_KEY)
+        if stored is None or stored[0] != self._project_digest(digests):
+            return None
+        keys = stored[1]
+        found = {str(p): self.findings(Path(p), keys.get(str(p), "")) for p in digests}
+        if any(v is None for p, v in found.items() if p in keys):
+            return None
+        return lambda files: [f for p in files for f in (found.get(str(p)) or [])]
+
     def save(self) -> None:
         if self.file is None:
             return
@@ -105,6 +125,8 @@ class Cache:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             (self.file.parent / ".gitignore").write_text("*\n")
             tmp = self.file.with_suffix(".tmp")
+            if self.project is not None:
+                self.entries[PROJECT_KEY] = self.project
             tmp.write_bytes(pickle.dumps(self.entries, protocol=pickle.HIGHEST_PROTOCOL))
             os.replace(tmp, self.file)
         except OSError:
@@ -156,10 +178,16 @@ def _lint_paths(files, selection, jobs, cache_dir) -> list[Finding]:
         for path in todo:
             digests[path] = summaries[path].digest() if summaries[path] is not None else ""
             cache.put_summary(path, summaries[path], problems[path], digests[path])
+    if cache.file and not todo:
+        unchanged = cache.unchanged_project(digests)
+        if unchanged is not None:  # nothing changed anywhere: every file's findings are cached
+            return [*[f for p in files if summaries.get(p) is None for f in problems.get(p, [])], *unchanged(files)]
     project = ProjectIndex([s for s in summaries.values() if s is not None])
     # phase 2: check
     findings: list[Finding] = []
     keys = dependency_keys(project, {str(p): d for p, d in digests.items()}) if cache.file else {}
+    if cache.file:
+        cache.remember_project(digests, keys)
     to_check = []
     for path in files:
         if summaries.get(path) is None:
