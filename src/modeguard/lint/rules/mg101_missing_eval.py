@@ -286,8 +286,10 @@ def _class_evidence(project, module, fs, receiver):
     for method in methods:
         found = events[method.name]
         backward = next((e for e in found if e.kind == "backward"), None)
-        if backward is not None and method is not fs and any(
-            e.kind in ("forward", "train") and not e.grad_off and e.receiver is not None and related(e.receiver, receiver) for e in found
+        last = receiver.rsplit(".", 1)[-1]
+        if backward is not None and method is not fs and (last in project.trained or MODEL_NAME_RE.search(last)) and any(
+            e.kind in ("forward", "train") and not e.grad_off and e.receiver not in (None, "self") and related(e.receiver, receiver)
+            for e in found
         ):
             return "train", (
                 f"{method.name}() trains {receiver} (backward() at {_short(method.path)}:{backward.line}) "
