@@ -19,7 +19,7 @@ from rich.console import Console
 
 from modeguard.lint.engine import Selection
 from modeguard.lint.notebooks import Program, cell_lines, code_cells, read
-from modeguard.lint.runner import lint_file, lint_paths
+from modeguard.lint.runner import lint_paths
 from _results import save, table as results_table
 
 CORPORA = Path(__file__).parent / "corpora"
@@ -52,7 +52,7 @@ def speed(notebooks: list[Path], selection: Selection) -> dict:
         best = [[float("inf")] * 3 for _ in notebooks]
         for _ in range(REPEATS):
             for i, (notebook, script) in enumerate(zip(notebooks, scripts)):
-                for k, work in enumerate((lambda: lint_file(notebook, selection), lambda: lint_file(script, selection), lambda: json.loads(notebook.read_bytes()))):
+                for k, work in enumerate((lambda: lint_paths([notebook], selection), lambda: lint_paths([script], selection), lambda: json.loads(notebook.read_bytes()))):
                     start = time.process_time()
                     work()
                     best[i][k] = min(best[i][k], time.process_time() - start)

@@ -6,8 +6,15 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modeguard.lint.notebooks import NotebookSource
 
 GRAD_OFF = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"}
+GRAD_SWITCH = {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled", "torch.autograd.grad_mode.set_grad_enabled"}
+# A project's own decorator around no_grad/inference_mode (`@smart_inference_mode()`, `@torch_no_grad`)
+GRAD_OFF_NAME_RE = re.compile(r"(^|[._])(no_grad|inference_mode)$")
 FUNCTIONAL = "torch.nn.functional"
 MODULE_BASE_RE = re.compile(r"(^|\.)(Module|LightningModule|Sequential|ModuleList|ModuleDict|PreTrainedModel)$")
 FRAMEWORK_BASE_RE = re.compile(r"Lightning|(^|\.)Trainer$|PreTrainedModel|(^|\.)Callback$")
@@ -18,6 +25,9 @@ class Scope:
     func: ast.FunctionDef | ast.AsyncFunctionDef | None = None
     cls: ast.ClassDef | None = None
     grad_off: bool = False
+    # the enclosing `if` tests: (text of the test, branch taken, (parameter, value) when the
+    # test is `p`, `not p` or `p == constant`), so that two branches are two paths
+    conds: tuple = ()
 
 
 @dataclass
@@ -37,10 +47,13 @@ class FileContext:
     functions: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, Scope]] = field(default_factory=list)
     classes: list[ast.ClassDef] = field(default_factory=list)
     assigns: list[tuple[ast.Assign, Scope]] = field(default_factory=list)
+    returns: list[tuple[ast.Return, Scope]] = field(default_factory=list)
     expression_statements: list[tuple[ast.Expr, Scope]] = field(default_factory=list)
     loops: list[tuple[ast.For | ast.While, Scope]] = field(default_factory=list)
     module_classes: set[str] = field(default_factory=set)
     framework_classes: set[str] = field(default_factory=set)
+    notebook: "NotebookSource | None" = None  # set for a notebook's joined code cells
+    project: object = None  # the ProjectIndex the file is checked against
     _lines: list[str] | None = None
     _calls_by_function: dict[int, list[CallSite]] | None = None
 
@@ -52,6 +65,30 @@ class FileContext:
             site.qualname = ctx.qualname(site.node.func)
         ctx._classify_classes()
         return ctx
+
+    def attach(self, project) -> None:
+        """Join the project: classes imported from other files count as modules, and functions
+        decorated with the project's own no_grad/inference_mode decorators run with autograd off."""
+        if self.project is project:
+            return
+        self.project = project
+        self.module_classes |= project.module_class_names(self.path)
+        module = project.modules.get(self.path)
+        if module is None:
+            return
+        decorated = set()
+        for func, scope in self.functions:
+            if scope.grad_off or not func.decorator_list:
+                continue
+            local = f"{scope.cls.name}.{func.name}" if scope.cls is not None else func.name
+            summary = module.functions.get(local)
+            if summary is not None and summary.decorators and project.is_grad_off_decorator(summary):
+                decorated.add(id(func))
+                scope.grad_off = True
+        if decorated:
+            for site in self.calls:
+                if id(site.scope.func) in decorated:
+                    site.scope.grad_off = True
 
     def calls_in(self, func: ast.AST | None) -> list[CallSite]:
         """Calls whose innermost enclosing function is `func` (None: module level)."""
@@ -146,7 +183,19 @@ class _Indexer:
                 self.visit(item.context_expr, scope)
                 if self._grad_off(item.context_expr):
                     grad_off = True
-            self.visit_body(node.body, Scope(scope.func, scope.cls, grad_off) if grad_off != scope.grad_off else scope)
+            self.visit_body(node.body, Scope(scope.func, scope.cls, grad_off, scope.conds) if grad_off != scope.grad_off else scope)
+            return
+        elif kind is ast.If or kind is ast.IfExp:
+            self.visit(node.test, scope)
+            test = _condition(node.test, self.ctx)
+            then = Scope(scope.func, scope.cls, scope.grad_off, (*scope.conds, (*test[:1], True, test[1])))
+            other = Scope(scope.func, scope.cls, scope.grad_off, (*scope.conds, (*test[:1], False, test[1])))
+            if kind is ast.IfExp:
+                self.visit(node.body, then)
+                self.visit(node.orelse, other)
+            else:
+                self.visit_body(node.body, then)
+                self.visit_body(node.orelse, other)
             return
         elif kind is ast.Import:
             for alias in node.names:
@@ -157,12 +206,15 @@ class _Indexer:
                     ctx.imports[head] = head
             return
         elif kind is ast.ImportFrom:
-            if node.module and not node.level:
+            if node.module or node.level:
+                prefix = "." * node.level + (node.module or "")
                 for alias in node.names:
-                    ctx.imports[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                    ctx.imports[alias.asname or alias.name] = f"{prefix}.{alias.name}" if node.module else f"{prefix}{alias.name}"
             return
         elif kind is ast.Assign:
             ctx.assigns.append((node, scope))
+        elif kind is ast.Return:
+            ctx.returns.append((node, scope))
         elif kind is ast.Expr:
             ctx.expression_statements.append((node, scope))
         elif kind is ast.For or kind is ast.While or kind is ast.AsyncFor:
@@ -178,7 +230,46 @@ class _Indexer:
 
     def _grad_off(self, expr: ast.AST) -> bool:
         target = expr.func if isinstance(expr, ast.Call) else expr
-        return self.ctx.qualname(target) in GRAD_OFF
+        name = self.ctx.qualname(target)
+        if name in GRAD_SWITCH and isinstance(expr, ast.Call) and expr.args:
+            return isinstance(expr.args[0], ast.Constant) and expr.args[0].value is False
+        return name is not None and (name in GRAD_OFF or GRAD_OFF_NAME_RE.search(name) is not None)
+
+
+def _condition(test: ast.AST, ctx: FileContext) -> tuple[str, tuple | None]:
+    """The key of an `if` test and, for `p`, `not p`, `p == c`, `p != c`, its (name, value) form."""
+    key = f"{test.lineno}:{test.col_offset}"
+    if test.lineno == test.end_lineno:
+        key = ctx.lines[test.lineno - 1][test.col_offset:test.end_col_offset]
+    negate = False
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        test, negate = test.operand, True
+    if isinstance(test, ast.Name):
+        return key, (test.id, True, negate)
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.left, ast.Name):
+        right = test.comparators[0]
+        if isinstance(right, ast.Constant) and isinstance(test.ops[0], (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
+            return key, (test.left.id, right.value, negate ^ isinstance(test.ops[0], (ast.NotEq, ast.IsNot)))
+    return key, None
+
+
+def condition_holds(cond: tuple, constants: dict) -> bool | None:
+    """Whether one recorded `if` branch is taken given constant arguments (None: unknown)."""
+    _, taken, simple = cond
+    if simple is None or simple[0] not in constants:
+        return None
+    name, value, negate = simple
+    actual = constants[name]
+    truth = bool(actual) if value is True else actual == value
+    return (truth ^ negate) == taken
+
+
+def compatible(a: tuple, b: tuple) -> bool:
+    """Two events can happen on one path: no `if` test taken one way by one and the other way by the other."""
+    if not a or not b:
+        return True
+    taken = {key: branch for key, branch, _ in a}
+    return all(taken.get(key, branch) == branch for key, branch, _ in b)
 
 
 def dotted_name(node: ast.AST) -> str | None:

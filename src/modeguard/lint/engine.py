@@ -1,4 +1,5 @@
-"""Lint one source: decode, parse (MG100 on failure), run the selected rules, honour noqa."""
+"""Lint one source: decode, parse (MG100 on failure), index it, run the selected rules with the
+project index, honour noqa."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from modeguard.findings import Finding, Location, Severity
 from modeguard.lint.context import FileContext
+from modeguard.lint.project import ModuleSummary, ProjectIndex, summarize
 from modeguard.lint.rules import ALL_RULES, RULES_BY_CODE
 
 NOQA_RE = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*))?", re.I)
@@ -47,23 +49,49 @@ def decode(data: bytes) -> str:
     return data.decode(encoding)
 
 
-def lint_bytes(path: str, data: bytes, selection: Selection) -> list[Finding]:
-    try:
-        source = decode(data)
-    except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
-        return _syntax_finding(path, f"cannot decode the file: {exc}", 1, 1, selection)
-    return lint_source(path, source, selection)
-
-
-def lint_source(path: str, source: str, selection: Selection) -> list[Finding]:
+def parse(path: str, data: bytes | str, selection: Selection) -> tuple[FileContext | None, list[Finding]]:
+    """The one per-file step of every entry point: decode, parse and index a file (a notebook
+    joins as its Python source). Returns its context, or None and the MG100 finding."""
+    if isinstance(data, bytes):
+        try:
+            data = decode(data)
+        except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
+            return None, _syntax_finding(path, f"cannot decode the file: {exc}", 1, 1, selection)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escape sequences etc. are not ours to report
-            tree = ast.parse(source, filename=path)
+            tree = ast.parse(data, filename=path)
     except SyntaxError as exc:
-        return _syntax_finding(path, f"SyntaxError: {exc.msg}", exc.lineno or 1, exc.offset or 1, selection)
+        return None, _syntax_finding(path, f"SyntaxError: {exc.msg}", exc.lineno or 1, exc.offset or 1, selection)
     except (ValueError, MemoryError, RecursionError) as exc:  # null bytes, absurd nesting
-        return _syntax_finding(path, f"cannot parse the file: {exc}", 1, 1, selection)
+        return None, _syntax_finding(path, f"cannot parse the file: {exc}", 1, 1, selection)
+    try:
+        return FileContext.build(path, data, tree), []
+    except RecursionError:
+        return None, _syntax_finding(path, "the file nests too deeply to analyse", 1, 1, selection)
+
+
+def index_file(ctx: FileContext) -> ModuleSummary | None:
+    try:
+        return summarize(ctx)
+    except RecursionError:
+        return None
+
+
+def lint_source(path: str, source: str | bytes, selection: Selection, project: ProjectIndex | None = None) -> list[Finding]:
+    """Lint one file; without a project index, the file is its own project."""
+    ctx, findings = parse(path, source, selection)
+    if ctx is None:
+        return findings
+    if project is None:
+        summary = index_file(ctx)
+        project = ProjectIndex([summary] if summary else [])
+    return check(ctx, project, selection)
+
+
+def check(ctx: FileContext, project: ProjectIndex, selection: Selection) -> list[Finding]:
+    """Run the selected rules on one parsed file, with the project index to look across files."""
+    source = ctx.source
     rules = [
         RULES_BY_CODE[code]
         for code in sorted(selection.codes)
@@ -71,18 +99,17 @@ def lint_source(path: str, source: str, selection: Selection) -> list[Finding]:
     ]
     if not rules:
         return []
-    try:
-        ctx = FileContext.build(path, source, tree)
-    except RecursionError:
-        return _syntax_finding(path, "the file nests too deeply to analyse", 1, 1, selection)
+    ctx.attach(project)
     findings: list[Finding] = []
     for rule in rules:
         try:
             findings.extend(rule.check(ctx))
+        except RecursionError:
+            pass  # absurdly deep call chains: no finding rather than a crash
         except Exception as exc:  # noqa: BLE001 - a rule bug must not stop the run
             findings.append(
                 Finding(INTERNAL_ERROR, Severity.ERROR, f"internal error in {rule.code}: {type(exc).__name__}: {exc}",
-                        filename=path, location=Location(1, 1), end_location=Location(1, 1))
+                        filename=ctx.path, location=Location(1, 1), end_location=Location(1, 1))
             )
     if not selection.honour_noqa:
         return findings

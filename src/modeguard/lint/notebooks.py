@@ -23,7 +23,9 @@ import warnings
 from dataclasses import dataclass, field, replace
 
 from modeguard.findings import Edit, Finding, Fix, Location
-from modeguard.lint.engine import Selection, lint_source
+from modeguard.lint.context import FileContext
+from modeguard.lint.engine import Selection, check, index_file, parse
+from modeguard.lint.project import ProjectIndex, short_path
 from modeguard.lint.fixes import apply_fixes, unified_diff
 from modeguard.lint.rules import RULES_BY_CODE
 
@@ -265,37 +267,81 @@ class Program:
         return Fix(fix.message, tuple(edits))
 
 
-def lint_notebook(path: str, data: bytes, selection: Selection) -> list[Finding]:
-    """Every selected rule on the notebook's code cells; a cell that does not parse is an
-    MG100 diagnostic for that cell and the other cells are still checked."""
+@dataclass
+class NotebookSource:
+    """A notebook read for linting: its code cells as one parsed program, and what it takes to
+    map findings back to cells and to the lines of the file's JSON text."""
+
+    text: str
+    sources: dict[int, list[str] | str]
+    program: Program
+    diagnostics: list[Finding]  # cells that do not parse, each skipped while the others are checked
+
+
+def parse_notebook(path: str, data: bytes, selection: Selection) -> tuple[FileContext | None, list[Finding]]:
+    """The notebook's code cells parsed as one program, like `engine.parse` does for a `.py`
+    file: the context carries the `NotebookSource` (`ctx.notebook`); a notebook that cannot be
+    read gives None and its MG100 diagnostic."""
     try:
         text, notebook = read(data)
         cells = code_cells(notebook) if is_python(notebook) else []
     except NotebookError as exc:
-        return _syntax_error(path, str(exc), Location(exc.row, max(exc.column, 1)), selection)
+        return None, _syntax_error(path, str(exc), Location(exc.row, max(exc.column, 1)), selection)
     sources = code_sources(notebook)
     del notebook  # the outputs are most of its objects: the garbage collector need not walk them
     program = Program.join(cells)
-    with_syntax = Selection(selection.codes | {"MG100"}, selection.honour_noqa)
-    findings = lint_source(path, program.source, with_syntax)
+    ctx, _ = parse(path, program.source, selection)
     diagnostics: list[Finding] = []
-    if any(f.code == "MG100" for f in findings):
+    if ctx is None:  # some cell does not parse: check the others without it
         cells, broken = _parsable(cells)
         program = Program.join([cell for cell in cells if cell.number not in broken])
-        findings = lint_source(path, program.source, with_syntax)
+        ctx, problems = parse(path, program.source, selection)
         for cell in cells:
             if cell.number in broken:
                 message, row, column = broken[cell.number]
                 location = Location(row, column + cell.shift(row), cell.number)
                 diagnostics += _syntax_error(path, f"{message} (cell {cell.number} skipped; the other cells were checked)", location, selection)
+        if ctx is None:  # the cells parse alone but not together
+            return None, diagnostics + [program.map_finding(f, {}) for f in problems]
+    ctx.notebook = NotebookSource(text, sources, program, diagnostics)
+    return ctx, []
+
+
+def notebook_findings(notebook: NotebookSource, findings: list[Finding]) -> list[Finding]:
+    """The cell diagnostics and the rules' findings on the program, in cell coordinates."""
+    diagnostics = notebook.diagnostics
     if not findings and not diagnostics:
         return []
+    program = notebook.program
     wanted = {f.location.cell for f in diagnostics} | {program.cell_at(f.location.row)[0].number for f in findings if program.cells}
-    file_rows = source_rows(text, sources, wanted)
-    for finding in diagnostics:
-        finding.location = finding.end_location = _with_file_row(finding.location, file_rows)
-    mapped = [program.map_finding(f, file_rows) for f in findings if f.code != "MG100" or "MG100" in selection.codes]
-    return diagnostics + mapped
+    file_rows = source_rows(notebook.text, notebook.sources, wanted)
+    placed = [replace(f, location=_with_file_row(f.location, file_rows), end_location=_with_file_row(f.location, file_rows)) for f in diagnostics]
+    return placed + [_cells_in_message(program.map_finding(f, file_rows), program) for f in findings]
+
+
+def _cells_in_message(finding: Finding, program: Program) -> Finding:
+    """Evidence that names a line of this notebook's program (`train.ipynb:21`) names its cell
+    instead (`train.ipynb:cell 4:3`)."""
+    name = re.escape(short_path(finding.filename))
+
+    def in_cell(match: re.Match) -> str:
+        cell, row = program.cell_at(int(match.group(2)))
+        return f"{match.group(1)}:cell {cell.number}:{row}"
+
+    return replace(finding, message=re.sub(rf"({name}):(\d+)\b", in_cell, finding.message)) if program.cells else finding
+
+
+def lint_notebook(path: str, data: bytes, selection: Selection, project: ProjectIndex | None = None) -> list[Finding]:
+    """Every selected rule on the notebook's code cells (the notebook is its own project unless
+    `project` is given); a cell that does not parse is an MG100 diagnostic for that cell and
+    the other cells are still checked."""
+    ctx, problems = parse_notebook(path, data, selection)
+    if ctx is None:
+        return problems
+    if project is None:
+        summary = index_file(ctx)
+        project = ProjectIndex([summary] if summary else [])
+    return notebook_findings(ctx.notebook, check(ctx, project, selection))
 
 
 def _parsable(cells: list[Cell]) -> tuple[list[Cell], dict[int, tuple[str, int, int]]]:

@@ -1,12 +1,15 @@
 import ast
 import re
 
-from modeguard.lint.flow import NOT_TRAINED_RE, FlowIndex, argument_map, chain_root, related
-from modeguard.lint.models import looks_like_model, model_origin
+from modeguard.lint.context import dotted_name
+from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
+from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, short_path, related
 from modeguard.lint.rule import Rule
 
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
 FRAMEWORK_HOOK_RE = re.compile(r"(_step$|_step_end$|^on_|_epoch_end$)")  # Lightning hooks
+EVAL_LOADER_RE = re.compile(r"(test|val|valid|eval|dev|holdout)", re.I)
+RECALIBRATION_RE = re.compile(r"(recalib|calibrat|update_bn|bn_stat|batch ?norm|\bbn\b|mc.?dropout|monte|mc_|dropout)", re.I)
 
 
 class MissingEval(Rule):
@@ -19,15 +22,31 @@ class MissingEval(Rule):
         "`torch.no_grad()`/`inference_mode()` do not change the mode. Call `model.eval()` "
         "(or use `modeguard.evaluating(model)`) before inference."
     )
-    triggers = ("no_grad", "inference_mode", "def eval", "def pred", "def test", "def valid", "def infer", "load_state_dict", "torch.load", ".generate(")
+    triggers = ("no_grad", "inference_mode", "backward", "eval", "test", "pred", "infer", "valid", "load", "pretrained", "weights", "generate", "sample")
     invalid = (
+        "model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\nwith torch.no_grad():\n    preds = model(test_x)\n",
         "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nwith torch.no_grad():\n    preds = model(images)\n",
         "@torch.no_grad()\ndef predict(path):\n    net = ResNet()\n    net.load_state_dict(torch.load(path, weights_only=True))\n    return net(load_image())\n",
         "def main():\n    model = Net()\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n    with torch.no_grad():\n        print(model(test_x))\n",
         "def evaluate(model, loader):\n    with torch.no_grad():\n        return [model(x) for x in loader]\n\n\ndef main():\n    model = Net()\n    evaluate(model, loader)\n",
         "model = Net()\nmodel.train()\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\nwith torch.no_grad():\n    print(model(test_x))\n",
+        # an evaluator class holding the model, built with a model in training mode
+        "class Predictor:\n    def __init__(self, model):\n        self.model = model\n\n    def __call__(self, x):\n"
+        "        with torch.no_grad():\n            return self.model(x)\n\n\nnet = Net()\npredict = Predictor(net)\nprint(predict(x))\n",
+        # last mode wins: train() after loading a checkpoint in a function that only predicts
+        "def predict(path, x):\n    model = Net()\n    model.load_state_dict(torch.load(path, weights_only=True))\n"
+        "    model.eval()\n    model.train()\n    with torch.no_grad():\n        return model(x)\n",
+        # aliases and spellings: .cuda().half() and model.forward(x)
+        "m = Net().cuda().half()\nm.load_state_dict(torch.load(p, weights_only=True))\nout = m.forward(x)\n",
+        # a test loop after the training loop, without no_grad
+        "def main():\n    model = Net()\n    for x, y in train_loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n"
+        "    for x, y in test_loader:\n        print(model(x).argmax(1))\n",
+        # a class that trains its model in one method and samples from it in another
+        "class Synth:\n    def fit(self, data):\n        self.generator = Generator()\n        for x in data:\n"
+        "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
     )
     valid = (
+        "model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # nothing depends on the mode\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\nwith torch.no_grad():\n    preds = model(test_x)\n",
         "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nmodel.eval()\nwith torch.no_grad():\n    preds = model(images)\n",
         "def evaluate(model, loader):\n    with torch.no_grad():\n        return [model(x) for x in loader]\n\n\ndef main():\n    model = Net()\n    model.eval()\n    evaluate(model, loader)\n",
         "def evaluate(model, loader):  # called from elsewhere: the caller owns the mode\n    with torch.no_grad():\n        return [model(x) for x in loader]\n",
@@ -37,44 +56,61 @@ class MissingEval(Rule):
         "with torch.no_grad():\n    for p, ema_p in zip(model.parameters(), ema.parameters()):\n        ema_p.mul_(0.99).add_(p, alpha=0.01)\n",
         "model.train()  # recalibrate BatchNorm: batch statistics on purpose\nwith torch.no_grad():\n    for x in loader:\n        model(x)\n",
         "def test_model_shapes():\n    model = Net()\n    with torch.no_grad():\n        assert model(x).shape == (2, 10)\n",
+        # GAN progress samples inside the training loop: bookkeeping, not inference
+        "for epoch in range(5):\n    for real in loader:\n        loss_fn(netD(real), netD(netG(noise()))).backward()\n"
+        "        opt_d.step()\n        with torch.no_grad():\n            fake = netG(fixed_noise)\n",
+        # a model without Dropout or BatchNorm: its mode changes nothing
+        "model = nn.Linear(4, 2)\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
+        "with torch.no_grad():\n    print(model(test_x))\n",
+        # the mode chosen by a parameter: the eval() branch is the evaluation path
+        "def run(model, loader, train):\n    model.train() if train else model.eval()\n    with torch.set_grad_enabled(train):\n"
+        "        return [model(x) for x in loader]\n\n\nmodel = Net()\nrun(model, loader, train=False)\n",
+        # a helper whose forward is the training step (its caller runs backward() on the result)
+        "class Exp:\n    def _step(self, x):\n        return self.model(x)\n\n    def load(self, p):\n"
+        "        self.model.load_state_dict(torch.load(p, weights_only=True))\n\n    def train(self, loader):\n"
+        "        self.model.train()\n        for x in loader:\n            loss = self._step(x)\n            loss.backward()\n",
     )
 
     def check(self, ctx):
-        flow = FlowIndex(ctx)
-        evaluated_anywhere = _evaluated_receivers(ctx)
-        for func, scope in [*ctx.functions, (ctx.tree, None)]:
-            if scope is not None and self._skip_function(ctx, func, scope):
+        project = ctx.project
+        module = project.modules.get(ctx.path)
+        if module is None:
+            return
+        nodes = {(site.node.lineno, site.node.col_offset): site.node for site in ctx.calls}
+        functions = {id(func): scope for func, scope in ctx.functions}
+        summaries = [(func, scope, module.functions.get(_local(func, scope))) for func, scope in ctx.functions]
+        summaries.append((None, None, module.module_level))
+        loops = _loops_by_function(ctx)
+        restored_by_class: dict[str, frozenset[str]] = {}
+        for func, scope, fs in summaries:
+            if fs is None or (scope is not None and self._skip_function(ctx, func, scope)):
                 continue
-            body_events = flow.events(func)
-            kinds = {e.kind for e in body_events}
-            for site, reason in self._inference_sites(ctx, func, scope, body_events):
-                is_generate = isinstance(site.func, ast.Attribute) and site.func.attr == "generate"
-                receiver = chain_root(site.func.value if is_generate else site.func)
-                if receiver is None or NOT_TRAINED_RE.search(receiver):
+            if not any(item.kind == "forward" or (item.kind == "call" and item.receiver.startswith("self:")) for item in fs.items):
+                continue  # runs no model itself
+            if scope is not None and scope.cls is None and func.name.startswith("test_") and not project.callers(fs):
+                continue  # a test function pytest calls: it builds tiny models on purpose
+            events = project.events(fs)
+            reported = set()
+            if fs.cls is not None and fs.cls not in restored_by_class:
+                restored_by_class[fs.cls] = (_restored_attributes(module, fs.cls), _class_training(project, module, fs.cls))
+            restored, (trained, helpers) = restored_by_class.get(fs.cls, (frozenset(), ({}, frozenset())))
+            if fs.name in helpers:
+                trained = {}  # part of the training itself
+            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained):
+                receiver = site.receiver
+                if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver):
                     continue
-                if receiver.split(".")[-1] in flow.by_name or receiver in ctx.imports:
-                    continue  # a function or method, not a model instance
-                origin = model_origin(ctx, func, receiver)
-                if origin == "eval" or not looks_like_model(ctx, func, receiver):
+                mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
+                if mode is None and receiver.startswith("self.") and fs.cls is not None:
+                    mode, why = _class_evidence(project, module, fs, receiver)
+                if mode != "train" or _recalibration(ctx, fs, events, site, receiver):
                     continue
-                before = [e for e in body_events if (e.node.lineno, e.node.col_offset) < (site.lineno, site.col_offset)]
-                if any(e.kind == "eval" and related(e.receiver, receiver) for e in before):
-                    continue
-                if _deliberately_in_training(before, receiver):
-                    continue
-                if "backward" in kinds and reason != "after-training":
-                    continue  # a training function: its no_grad blocks are bookkeeping
-                if not _made_here(ctx, func, receiver, origin):
-                    if receiver in evaluated_anywhere or receiver.split(".")[-1] in evaluated_anywhere:
-                        continue  # eval() elsewhere on this model (a caller, a setup method)
-                    callers = flow.callers(func.name) if func is not ctx.tree else []
-                    if not any(_caller_builds_model_without_eval(flow, func, receiver, caller, call) for caller, call in callers):
-                        continue  # the model comes from outside this file, or callers switch to eval
+                reported.add(receiver)
                 yield self.finding(
                     ctx,
-                    site,
-                    f"{receiver} is used for inference ({_REASONS[reason]}) without {receiver}.eval() on this path: "
-                    "Dropout and BatchNorm still run in training mode",
+                    nodes[(site.line, site.col)],
+                    f"{receiver} runs inference ({_REASONS[reason]}) in training mode: {why}; "
+                    f"no {receiver}.eval() on that path, so Dropout and BatchNorm behave as in training",
                     f"call {receiver}.eval() first (torch.no_grad() does not change the mode)",
                 )
 
@@ -82,102 +118,234 @@ class MissingEval(Rule):
     def _skip_function(ctx, func, scope) -> bool:
         name = func.name
         return (
-            name.startswith("test_")
-            or name in ("forward", "__call__", "training_step")
+            (name.startswith("test_") and _pytest_file(ctx.path))
+            or name in ("forward", "training_step")
             or FRAMEWORK_HOOK_RE.search(name) is not None
             or ctx.in_framework_class(scope)
             or ctx.is_module_class(scope.cls)
         )
 
-    def _inference_sites(self, ctx, func, scope, events):
-        name = getattr(func, "name", "")
-        by_name = scope is not None and INFERENCE_FUNC_RE.match(name) is not None
-        own = None if func is ctx.tree else func
-        loads = [
-            s.node for s in ctx.calls
-            if s.scope.func is own and isinstance(s.node.func, ast.Attribute) and s.node.func.attr == "load_state_dict"
-        ]
-        last_backward = max(((e.node.lineno, e.node.col_offset) for e in events if e.kind == "backward"), default=None)
-        for site in ctx.calls:
-            if site.scope.func is not (None if func is ctx.tree else func):
-                continue
-            call = site.node
-            is_generate = isinstance(call.func, ast.Attribute) and call.func.attr == "generate"
-            if not (isinstance(call.func, (ast.Name, ast.Attribute)) and (is_generate or not isinstance(call.func, ast.Attribute) or _self_attr_call(call))):
-                continue
-            position = (call.lineno, call.col_offset)
-            if last_backward is not None and position > last_backward and (site.scope.grad_off or is_generate):
-                yield call, "after-training"
-            elif site.scope.grad_off:
-                yield call, "no-grad"
-            elif by_name:
-                yield call, "function"
-            elif any((load.lineno, load.col_offset) < position for load in loads):
-                yield call, "restored"
-
-
-_REASONS = {
-    "after-training": "after the training loop",
-    "no-grad": "under no_grad/inference_mode",
-    "function": "in an evaluation function",
-    "restored": "after load_state_dict",
-}
-
-
-def _self_attr_call(call: ast.Call) -> bool:
-    func = call.func
-    return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self"
-
-
-def _deliberately_in_training(before: list, receiver: str) -> bool:
-    """`model.train()` with no backward() after it, then a no_grad forward: BatchNorm
-    recalibration (swa_utils.update_bn) or Monte-Carlo dropout, on purpose."""
-    for event in reversed(before):
-        if event.kind == "backward":
+    @staticmethod
+    def _model_receiver(ctx, project, receiver) -> bool:
+        """Not a frozen/teacher/EMA copy, not a function or class: a model instance (that it is
+        a module in training mode is what the path evidence must show)."""
+        if NOT_TRAINED_RE.search(receiver) or receiver.split(".")[-1] in project.frozen:
             return False
-        if event.kind == "train" and related(event.receiver, receiver):
-            return True
-    return False
+        head = receiver.split(".")[0]
+        return not (head in ctx.imports or (head != "self" and project.resolve(ctx.path, head) is not None))
 
 
-def _evaluated_receivers(ctx) -> set[str]:
-    found = set()
-    for site in ctx.calls:
-        func = site.node.func
-        if isinstance(func, ast.Attribute) and (func.attr == "eval" or func.attr == "train" and site.node.args and isinstance(site.node.args[0], ast.Constant) and site.node.args[0].value is False):
-            root = chain_root(func.value)
-            if root:
-                found.update({root, root.rsplit(".", 1)[-1]})
-        if site.qualname and site.qualname.endswith("evaluating") and site.node.args:
-            root = chain_root(site.node.args[0])
-            if root:
-                found.update({root, root.rsplit(".", 1)[-1]})
+def _not_a_module_branch(site, receiver) -> bool:
+    """The `else` of `if isinstance(net, nn.Module)`: there the receiver is a plain function."""
+    pattern = re.compile(rf"isinstance\(\s*{re.escape(receiver)}\s*,.*Module")
+    return any(not taken and pattern.search(key) for key, taken, _ in site.conds)
+
+
+def _pytest_file(path: str) -> bool:
+    """Where pytest collects `test_*` functions: a unit test builds tiny models on purpose."""
+    parts = path.replace("\\", "/").split("/")
+    name = parts[-1]
+    return name.startswith("test_") or name.endswith("_test.py") or any(p in ("tests", "test", "testing") for p in parts[:-1])
+
+
+def _local(func, scope) -> str:
+    return f"{scope.cls.name}.{func.name}" if scope.cls is not None else func.name
+
+
+def _loops_by_function(ctx) -> dict[int, list]:
+    found: dict[int, list] = {}
+    for loop, scope in ctx.loops:
+        found.setdefault(id(scope.func), []).append(loop)
     return found
 
 
-def _made_here(ctx, func, receiver: str, origin: str | None) -> bool:
-    """The function constructs or loads (load_state_dict) the model itself: its mode is its job."""
-    if origin == "built":
-        return True
-    own = None if isinstance(func, ast.Module) else func
-    return any(
-        isinstance(site.node.func, ast.Attribute)
-        and site.node.func.attr == "load_state_dict"
-        and chain_root(site.node.func.value) == receiver
-        for site in ctx.calls_in(own)
+def _restored_attributes(module, cls_name) -> frozenset[str]:
+    """`self.x` into which some method of the class loads weights (a predictor's checkpoint)."""
+    cls = module.classes.get(cls_name)
+    found = set()
+    for name in cls.methods if cls is not None else ():
+        method = module.functions.get(f"{cls_name}.{name}")
+        for item in method.items if method is not None else ():
+            if item.kind == "load" and item.receiver and item.receiver.startswith("self."):
+                found.add(item.receiver)
+            elif item.kind == "assign" and item.receiver.startswith("self.") and (item.origin or "").endswith("+weights"):
+                found.add(item.receiver)
+    return frozenset(found)
+
+
+def _class_training(project, module, cls_name):
+    """`self.x` that a method of the class trains (forward with autograd on, then backward()),
+    and the methods that training runs through."""
+    cls = module.classes.get(cls_name)
+    trained, helpers = {}, set()
+    for name in cls.methods if cls is not None else ():
+        method = module.functions.get(f"{cls_name}.{name}")
+        if method is None:
+            continue
+        events = project.events(method)
+        if not any(e.kind == "backward" and not e.grad_off for e in events):
+            continue
+        helpers.add(name)
+        helpers.update(item.receiver[5:] for item in method.items if item.kind == "call" and item.receiver.startswith("self:"))
+        for e in events:
+            if e.kind == "forward" and not e.grad_off and e.receiver and e.receiver.startswith("self."):
+                last = e.receiver.rsplit(".", 1)[-1]
+                if last in project.trained or MODEL_NAME_RE.search(last):  # a model, not a callable attribute
+                    trained.setdefault(e.receiver, name)
+    return trained, frozenset(helpers)
+
+
+def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None):
+    """Direct forwards of `fs` that are inference: under no_grad/inference_mode, in an
+    evaluation function, after load_state_dict, or after the training loop."""
+    by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
+    backward = [e for e in events if e.kind == "backward" and not e.grad_off]
+    # the innermost loops that run backward(): an evaluation after one of them (even inside the
+    # epoch loop) sees the model as training left it
+    training_loops = [
+        loop for loop in loops
+        if any(_inside(loop, e) for e in backward)
+        and not any(other is not loop and _contains(loop, other) and any(_inside(other, e) for e in backward) for other in loops)
+    ]
+    trains = bool(backward)
+    for event in events:
+        if event.kind != "forward" or event.via is not None or event.receiver is None:
+            continue
+        if (event.line, event.col) not in nodes:
+            continue
+        position = (event.line, event.col)
+        if trains:
+            # a training function: its no_grad forwards inside the loop are bookkeeping (GAN
+            # samples, targets); only what runs after the training loop is inference
+            if any(_inside(loop, event) for loop in training_loops):
+                continue
+            if not any((e.line, e.col) < position for e in backward):
+                continue
+            if event.grad_off:
+                yield event, "after-training"
+            elif any(_inside(loop, event) and _evaluation_loop(loop) for loop in loops):
+                yield event, "test-loop"
+            continue
+        if event.grad_off:
+            yield event, "no-grad"
+        elif by_name:
+            yield event, "function"
+        elif any(_restores(e, event.receiver) and (e.line, e.col) < position for e in events):
+            yield event, "restored"
+        elif fs.name != "__init__" and any(related(event.receiver, r) for r in restored):
+            yield event, "restored"
+        elif class_trained and fs.name != "__init__" and event.receiver in class_trained:
+            yield event, "after-fit"
+
+
+def _restores(event, receiver) -> bool:
+    """load_state_dict, torch.load or a constructor given pretrained weights."""
+    if event.kind == "load":
+        return related(event.receiver, receiver)
+    origin = event.origin or ""
+    return event.kind == "assign" and event.receiver == receiver and (origin.endswith("+weights") or origin == "built:torch.load")
+
+
+def _contains(outer, inner) -> bool:
+    return outer is not inner and (outer.lineno, outer.col_offset) <= (inner.lineno, inner.col_offset) and (
+        (inner.end_lineno, inner.end_col_offset) <= (outer.end_lineno, outer.end_col_offset)
     )
 
 
-def _caller_builds_model_without_eval(flow, func, receiver, caller, call) -> bool:
-    """The caller passes a model it made itself and never switched it to eval first."""
-    ctx = flow.ctx
-    argument = argument_map(func, call).get(receiver.split(".")[0])
-    if argument is None:
-        return False
-    origin = model_origin(ctx, caller, argument)
-    if origin == "eval" or not _made_here(ctx, caller, argument, origin):
-        return False
-    return not any(
-        e.kind == "eval" and related(e.receiver, argument) and (e.node.lineno, e.node.col_offset) < (call.lineno, call.col_offset)
-        for e in flow.events(caller)
-    )
+def _inside(loop, event) -> bool:
+    return (loop.lineno, loop.col_offset) <= (event.line, event.col) <= (loop.end_lineno, loop.end_col_offset)
+
+
+def _evaluation_loop(loop) -> bool:
+    target = getattr(loop, "iter", None)
+    text = dotted_name(target.func if isinstance(target, ast.Call) else target) if target is not None else None
+    if isinstance(target, ast.Call) and target.args and text in ("enumerate", "tqdm", "tqdm.tqdm", "iter", "zip"):
+        text = dotted_name(target.args[0])
+    return text is not None and EVAL_LOADER_RE.search(text.rsplit(".", 1)[-1]) is not None
+
+
+def _class_evidence(project, module, fs, receiver):
+    """An evaluator, predictor or agent class holding the model, no eval() of it in any method
+    nor anywhere in the project on that name, and the evidence that it is in training mode:
+    another method trains it, it is built in __init__, or the project builds the class with a
+    model in training mode."""
+    cls = module.classes.get(fs.cls)
+    if cls is None:
+        return None, ""
+    methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
+    events = {m.name: project.events(m) for m in methods}
+    if any(
+        (e.kind == "eval" or (e.kind == "train" and e.origin == "variable")) and related(e.receiver, receiver)
+        for found in events.values() for e in found
+    ):
+        return None, ""  # eval(), or train(flag), somewhere in the class
+    for method in methods:
+        for item in method.items:
+            if item.kind == "assign" and item.receiver == receiver:
+                mode, why = project.origin_mode(method, item.origin or "", f"{short_path(method.path)}:{item.line}", item, 0)
+                if mode == "eval" or (mode is None and why.endswith(NO_MODE_LAYERS)):
+                    return None, why  # built in eval mode, or without Dropout/BatchNorm
+    for method in methods:
+        found = events[method.name]
+        backward = next((e for e in found if e.kind == "backward"), None)
+        last = receiver.rsplit(".", 1)[-1]
+        if backward is not None and method is not fs and (last in project.trained or MODEL_NAME_RE.search(last)) and any(
+            e.kind in ("forward", "train") and not e.grad_off and e.receiver not in (None, "self") and related(e.receiver, receiver)
+            for e in found
+        ):
+            return "train", (
+                f"{method.name}() trains {receiver} (backward() at {short_path(method.path)}:{backward.line}) "
+                f"and no method of {cls.name} calls {receiver}.eval()"
+            )
+    init = module.functions.get(f"{cls.name}.__init__")
+    if init is None or receiver not in cls.model_attrs or receiver.rsplit(".", 1)[-1] in project.evaluated:
+        return None, ""  # (an eval() of that name elsewhere in the project may be this model's)
+    for item in init.items:
+        if item.kind != "assign" or item.receiver != receiver:
+            continue
+        origin = item.origin or ""
+        if not origin.startswith("alias:"):
+            mode, why = project.origin_mode(init, origin, f"{short_path(init.path)}:{item.line}", item, 0)
+            return (mode, f"{why}; no method of {cls.name} calls {receiver}.eval()") if mode == "train" else (None, "")
+        param = origin[6:].split(".")[0]
+        if param not in init.params:
+            return None, ""
+        for caller, call in project.class_constructions(cls):
+            argument = _argument_for(init, call, param)
+            if argument is None:
+                continue
+            mode, why = project.mode_at(caller, argument, call.line, call.col, call.conds)
+            if mode == "train":
+                return "train", (
+                    f"{cls.name}({argument}) is built at {short_path(caller.path)}:{call.line} with {argument} in training mode "
+                    f"({why}) and no method of {cls.name} calls eval() on it"
+                )
+    return None, ""
+
+
+def _recalibration(ctx, fs, events, site, receiver) -> bool:
+    """`model.train()` then forwards under no_grad, no backward, no eval() or checkpoint before
+    the train(): BatchNorm recalibration or Monte-Carlo dropout, on purpose."""
+    before = [e for e in events if (e.line, e.col) < (site.line, site.col)]
+    for event in reversed(before):
+        if event.kind == "backward":
+            return False
+        if event.kind == "train" and related(event.receiver, receiver) and event.via is None:
+            line = ctx.lines[event.line - 1] if 0 < event.line <= len(ctx.lines) else ""
+            if RECALIBRATION_RE.search(line) or RECALIBRATION_RE.search(fs.name):
+                return True
+            if INFERENCE_FUNC_RE.match(fs.name):
+                return False  # an evaluation function that puts the model in training mode
+            earlier = [e for e in before if (e.line, e.col) < (event.line, event.col)]
+            return not any(e.kind in ("eval", "load") and related(e.receiver, receiver) for e in earlier)
+    return False
+
+
+_REASONS = {
+    "after-training": "under no_grad after the training loop",
+    "test-loop": "in a test loop after the training loop",
+    "no-grad": "under no_grad/inference_mode",
+    "function": "in an evaluation function",
+    "restored": "with restored or pretrained weights",
+    "after-fit": "in a method of a class that trains it elsewhere",
+}

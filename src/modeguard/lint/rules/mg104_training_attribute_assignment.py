@@ -1,6 +1,6 @@
 import ast
 
-from modeguard.lint.flow import chain_root
+from modeguard.lint.project import receiver_of as chain_root
 from modeguard.lint.models import looks_like_model
 from modeguard.lint.rule import Rule
 

@@ -40,6 +40,9 @@ class FunctionalDropoutIgnoresMode(Rule):
         "class McDropout(nn.Module):\n    def forward(self, x):\n        return F.dropout(x, 0.5, training=True)  # Monte-Carlo dropout, on purpose\n",
         "def augment(x):\n    return F.dropout(x, 0.1)  # a plain function: not tied to a module's mode\n",
         "class Net(nn.Module):\n    def forward(self, x, **kw):\n        return F.dropout(x, 0.1, **kw)\n",
+        # a sampling method under no_grad that drops the noise on purpose
+        "class Diffusion(nn.Module):\n    @torch.no_grad()\n    def p_sample(self, x, noise_dropout=0.0):\n"
+        "        noise = torch.randn_like(x)\n        return x + F.dropout(noise, p=noise_dropout)\n",
     )
 
     def check(self, ctx):
@@ -47,8 +50,8 @@ class FunctionalDropoutIgnoresMode(Rule):
             if site.qualname is None or not site.qualname.startswith(FUNCTIONAL + "."):
                 continue
             name = site.qualname.rsplit(".", 1)[1]
-            if name not in DROPOUTS or not _in_module_method(ctx, site.scope):
-                continue
+            if name not in DROPOUTS or not _in_module_method(ctx, site.scope) or site.scope.grad_off:
+                continue  # (under no_grad: sampling code that drops on purpose, not a layer)
             call = site.node
             default, index = DROPOUTS[name]
             given = keyword(call, "training")

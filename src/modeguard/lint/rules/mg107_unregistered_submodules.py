@@ -20,7 +20,7 @@ class UnregisteredSubmodules(Rule):
         "`nn.ModuleList` (a dict in `nn.ModuleDict`)."
     )
     fixable = True
-    triggers = ("Module",)
+    triggers = ("self.",)  # the module class may be defined in another file
     invalid = (
         "class Encoder(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.blocks = [Block(d) for _ in range(4)]\n\n\nclass Block(nn.Module):\n    pass\n",
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layers = [nn.Linear(4, 4), nn.Dropout(0.1)]\n",

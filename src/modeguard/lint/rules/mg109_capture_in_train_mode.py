@@ -1,7 +1,6 @@
 import ast
 
-from modeguard.lint.flow import FlowIndex, chain_root, related
-from modeguard.lint.models import model_origin
+from modeguard.lint.project import receiver_of as chain_root
 from modeguard.lint.rule import Rule
 
 CAPTURES = {
@@ -12,8 +11,6 @@ CAPTURES = {
     "torch.quantization.fuse_modules": "fuse_modules",
     "torch.ao.quantization.quantize_fx.prepare_fx": "prepare_fx",
 }
-
-
 class CaptureInTrainMode(Rule):
     code = "MG109"
     name = "capture-in-train-mode"
@@ -33,10 +30,17 @@ class CaptureInTrainMode(Rule):
         "traced = torch.jit.trace(Net().eval(), x)\n",
         "def export(model, path):  # the caller decides the mode\n    torch.onnx.export(model, x, path)\n",
         "model = Net().eval()\nexported = torch.export.export(model, (x,))\n",
+        # a fresh export wrapper, without Dropout/BatchNorm of its own, around a model in eval
+        "class Export(nn.Module):\n    def __init__(self, model):\n        super().__init__()\n        self.model = model\n\n"
+        "    def forward(self, x):\n        return self.model(x).softmax(-1)\n\n\n"
+        "model = Net()\nmodel.eval()\nwrapper = Export(model)\ntorch.onnx.export(wrapper, x, 'm.onnx')\n",
     )
 
     def check(self, ctx):
-        flow = FlowIndex(ctx)
+        project = ctx.project
+        module = project.modules.get(ctx.path)
+        if module is None:
+            return
         for site in ctx.calls:
             what = CAPTURES.get(site.qualname or "")
             if what is None or not site.node.args:
@@ -45,21 +49,20 @@ class CaptureInTrainMode(Rule):
             if any(isinstance(n, ast.Attribute) and n.attr == "eval" for n in ast.walk(target)):
                 continue  # torch.jit.trace(model.eval(), x)
             receiver = chain_root(target)
-            func = site.scope.func
-            scope_node = func if func is not None else ctx.tree
-            if receiver is None or model_origin(ctx, func, receiver) != "built":
-                continue  # passed in: the caller decides the mode
-            position = (site.node.lineno, site.node.col_offset)
-            events = flow.events(scope_node)
-            if any(
-                e.kind == "eval" and related(e.receiver, receiver) and (e.node.lineno, e.node.col_offset) < position
-                for e in events
-            ):
+            scope = site.scope
+            if scope.func is None:
+                fs = module.module_level
+            else:
+                fs = module.functions.get(f"{scope.cls.name}.{scope.func.name}" if scope.cls else scope.func.name)
+            if receiver is None or fs is None:
                 continue
+            mode, why = project.mode_at(fs, receiver, site.node.lineno, site.node.col_offset, scope.conds)
+            if mode != "train":
+                continue  # in eval, or no evidence on this path (the caller decides)
             yield self.finding(
                 ctx,
                 site.node,
-                f"{what} captures {receiver} in its current mode, and nothing put it in eval mode: "
+                f"{what} captures {receiver} in training mode ({why}); nothing put it in eval mode before: "
                 "the captured graph keeps training-mode Dropout/BatchNorm",
                 f"call {receiver}.eval() before {what}",
             )

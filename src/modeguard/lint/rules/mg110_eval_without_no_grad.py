@@ -1,7 +1,8 @@
 import ast
 
 from modeguard.findings import Severity
-from modeguard.lint.flow import FlowIndex, related
+from modeguard.lint.context import compatible
+from modeguard.lint.project import related
 from modeguard.lint.rule import Rule
 
 
@@ -22,29 +23,48 @@ class EvalWithoutNoGrad(Rule):
         "model.eval()\nwith torch.inference_mode():\n    preds = model(x)\n",
         "model.eval()\nloss = loss_fn(model(x), y)\nloss.backward()  # saliency maps need gradients\n",
         "@torch.no_grad()\ndef predict(model, x):\n    model.eval()\n    return model(x)\n",
+        # a project's own decorator around inference_mode
+        "def smart_inference_mode():\n    def decorate(fn):\n        return torch.inference_mode()(fn)\n    return decorate\n\n\n"
+        "@smart_inference_mode()\ndef run(model, x):\n    model.eval()\n    return model(x)\n",
+        "def no_grad_eval(fn):\n    def inner(*a):\n        with torch.no_grad():\n            return fn(*a)\n    return inner\n\n\n"
+        "@no_grad_eval\ndef run(net, x):\n    net.eval()\n    return net(x)\n",
     )
 
     def check(self, ctx):
-        flow = FlowIndex(ctx)
+        project = ctx.project
+        module = project.modules.get(ctx.path)
+        if module is None:
+            return
+        nodes = {(site.node.lineno, site.node.col_offset): site.node for site in ctx.calls}
         uses_grad = {
             id(site.scope.func)
             for site in ctx.calls
             if isinstance(site.node.func, ast.Attribute) and site.node.func.attr in ("backward", "grad", "requires_grad_")
         }
-        for site in ctx.calls:
-            call = site.node
-            if site.scope.grad_off or id(site.scope.func) in uses_grad or not isinstance(call.func, ast.Name):
+        targets = [(func, module.functions.get(f"{scope.cls.name}.{func.name}" if scope.cls else func.name)) for func, scope in ctx.functions]
+        targets.append((None, module.module_level))
+        for func, fs in targets:
+            if fs is None or id(func) in uses_grad or not any(item.kind == "forward" for item in fs.items):
                 continue
-            scope_node = site.scope.func or ctx.tree
-            events = flow.events(scope_node)
-            position = (call.lineno, call.col_offset)
-            if any(
-                e.kind == "eval" and e.receiver == call.func.id and (e.node.lineno, e.node.col_offset) < position
-                for e in events
-            ) and not any(e.kind == "train" and related(e.receiver, call.func.id) and (e.node.lineno, e.node.col_offset) < position for e in events):
-                yield self.finding(
-                    ctx,
-                    call,
-                    f"{call.func.id} runs in eval mode with autograd on: the graph and activations are kept for nothing",
-                    "wrap inference in torch.inference_mode() (or torch.no_grad())",
-                )
+            events = project.events(fs)
+            if any(e.kind == "backward" for e in events):
+                continue
+            for event in events:
+                if event.kind != "forward" or event.via is not None or event.grad_off or (event.line, event.col) not in nodes:
+                    continue
+                receiver = event.receiver
+                if receiver is None or "." in receiver:
+                    continue
+                mode = None
+                for earlier in events:
+                    if (earlier.line, earlier.col) >= (event.line, event.col):
+                        break
+                    if earlier.kind in ("eval", "train") and earlier.receiver and related(earlier.receiver, receiver) and compatible(earlier.conds, event.conds):
+                        mode = earlier.kind if earlier.receiver == receiver or earlier.kind == "train" else mode
+                if mode == "eval":
+                    yield self.finding(
+                        ctx,
+                        nodes[(event.line, event.col)],
+                        f"{receiver} runs in eval mode with autograd on: the graph and activations are kept for nothing",
+                        "wrap inference in torch.inference_mode() (or torch.no_grad())",
+                    )

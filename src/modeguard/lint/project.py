@@ -1,0 +1,1029 @@
+"""The project index: what every file defines and what every function does to the mode of the
+models it touches, so that rules see across files.
+
+Each file is summarised once, right after it is parsed (`summarize`), into plain picklable data:
+its imports, its classes and their bases, and per function a *mode program*: in source order,
+the mode switches (`eval()`, `train()`), `backward()`, optimizer steps, forwards of its
+parameters and `self` attributes (and in which autograd context), model assignments and the
+calls it makes to other functions, with the arguments and constants it passes. `ProjectIndex`
+joins the summaries, resolves imports inside the project (relative ones too), knows which
+classes are `nn.Module`s across files, who calls whom, and replays a function's program with
+its helpers' programs spliced in (`events`), constants propagated into `if` branches.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import hashlib
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+from modeguard.lint.models import MODEL_NAME_RE
+from modeguard.lint.context import (
+    GRAD_OFF,
+    GRAD_OFF_NAME_RE,
+    MODULE_BASE_RE,
+    FileContext,
+    compatible,
+    condition_holds,
+    dotted_name,
+)
+
+# Chained calls that return the same module: `Net().to(device).eval()` is a `Net`
+SAME_MODULE_METHODS = ("to", "cuda", "cpu", "half", "float", "double", "bfloat16", "train", "eval", "requires_grad_", "share_memory")
+MODE_LAYER_RE = re.compile(r"(Dropout|BatchNorm)\w*$")
+CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+# helpers that build layers we cannot see: they may hold Dropout/BatchNorm
+LAYER_FACTORY_RE = re.compile(r"(layer|block|norm|drop|backbone|head|stage|model|net)", re.I)
+OPAQUE_BUILDER_RE = re.compile(r"(layer|block|make|build|norm|drop|create|stage|backbone|head)", re.I)
+MODEL_CONSTRUCTOR_RE = re.compile(
+    r"^((?=[A-Z])\w*(Net|Model|Former|Transformer|Classifier|Encoder|Decoder|Generator|Discriminator|GAN|CNN)\w*|resnet\d+|create_model|vgg\d+|mobilenet\w*|efficientnet\w*|densenet\d+|inception\w*|googlenet|alexnet|build_model|get_model)$"
+)
+# torch.nn layers whose behaviour depends on the mode (InstanceNorm only with running stats)
+TORCH_MODE_LAYER_RE = re.compile(r"^(Dropout\w*|AlphaDropout|FeatureAlphaDropout|BatchNorm\dd|SyncBatchNorm|LazyBatchNorm\dd|Transformer\w*|MultiheadAttention)$")
+TORCH_DROPOUT_KW_RE = re.compile(r"^(LSTM|GRU|RNN|InstanceNorm\dd)$")
+WRAPPER_RE = re.compile(r"(DataParallel|DistributedDataParallel|DataCPU|^DDP$|^FSDP$|FullyShardedDataParallel)$")
+EVAL_MODE_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession", "load_pretrained")
+BUILTIN_NAMES = frozenset(dir(builtins))
+NO_MODE_LAYERS = "has no Dropout/BatchNorm"
+MEMO_LIMIT = 10_000  # replayed programs kept in memory (a site-packages run has ~10^5 functions)
+MAX_CALLERS = 32  # callers followed per function (a base class __init__ may have thousands)
+TRAINING_CALL_WINDOW = 15  # lines between a helper's forward and the backward() that trains it
+MODE_TOKENS = (".eval(", ".train(", "backward", "no_grad", "inference_mode", ".step(", "load_state_dict", "requires_grad")
+# packages whose functions never switch a model's mode (and are never project code)
+EXTERNAL_ROOTS = frozenset(("torch", "numpy", "math", "os", "sys", "re", "json", "logging", "time", "random", "itertools", "functools", "collections", "warnings", "typing", "copy", "pathlib", "einops", "PIL", "cv2", "pandas", "scipy", "matplotlib"))
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One step of a function's mode program.
+
+    kind: eval | train | backward | step | forward | call | assign | load
+    receiver: the model it acts on (`model`, `self.net`), or the callee reference for a call
+    """
+
+    kind: str
+    receiver: str | None
+    line: int
+    col: int
+    conds: tuple = ()
+    grad_off: bool = False
+    args: tuple = ()  # call: ((parameter position or name, argument root), ...)
+    constants: tuple = ()  # call: ((parameter position or name, constant), ...)
+    origin: str | None = None  # assign: built | eval | alias:<root> ; forward: "used" when the result is kept
+
+
+@dataclass
+class FunctionSummary:
+    key: str  # "<path>::Class.method"
+    name: str
+    cls: str | None
+    path: str
+    line: int
+    params: tuple[str, ...]  # without self/cls
+    decorators: tuple[str, ...]  # references
+    grad_off: bool  # decorated with no_grad / inference_mode
+    wraps_grad_off: bool  # a decorator (factory) built around no_grad / inference_mode
+    items: tuple[Item, ...]
+    local_names: frozenset[str] = frozenset()  # names it assigns: what is not local is a closure or global
+
+
+@dataclass
+class ClassSummary:
+    name: str
+    path: str
+    line: int
+    bases: tuple[str, ...]  # references
+    methods: tuple[str, ...]
+    owns_mode_layers: bool  # builds torch.nn Dropout/BatchNorm (or RNNs with dropout) itself
+    constructs: tuple[str, ...]  # references of the other classes and layer builders it calls
+    model_attrs: tuple[str, ...]  # `self.x = <model>` in __init__ (built or passed in)
+
+
+@dataclass
+class ModuleSummary:
+    path: str
+    imports: dict[str, str]  # local name -> absolute reference (relative imports resolved)
+    functions: dict[str, FunctionSummary] = field(default_factory=dict)  # "f", "Class.method"
+    classes: dict[str, ClassSummary] = field(default_factory=dict)
+    module_level: FunctionSummary | None = None
+    frozen: frozenset[str] = frozenset()  # receivers frozen here (requires_grad False)
+    parameter_owners: frozenset[str] = frozenset()  # receivers whose .parameters() are taken (to optimise)
+
+    def digest(self) -> str:
+        return hashlib.sha1(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str
+    receiver: str | None
+    line: int  # where it happens in the analysed function (the helper call when spliced)
+    col: int
+    conds: tuple = ()
+    grad_off: bool = False
+    via: str | None = None  # the helper it came through
+    origin: str | None = None
+    detail: str | None = None  # where in the helper (path:line)
+    args: tuple = ()  # an unresolved call: the roots of its arguments
+
+
+@functools.lru_cache(maxsize=65536)
+def dotted_path(path: str) -> tuple[str, ...]:
+    parts = list(PurePath(path).with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    # a dot inside a folder name (`deepspeech.pytorch`) must not split it
+    return tuple(p.replace(".", "_") for p in parts if p not in ("/", "") and not p.endswith(":\\"))
+
+
+# -- summarising one file -------------------------------------------------------------------
+def summarize(ctx: FileContext) -> ModuleSummary:
+    """The file's part of the project index, from its FileContext (no extra walk of the tree)."""
+    imports = {name: _absolute(ctx.path, target) for name, target in ctx.imports.items()}
+    summary = ModuleSummary(ctx.path, imports)
+    sites_by_func: dict[int, list] = {}
+    for site in ctx.calls:
+        sites_by_func.setdefault(id(site.scope.func), []).append(site)
+    assigns_by_func: dict[int, list] = {}
+    for node, scope in ctx.assigns:
+        assigns_by_func.setdefault(id(scope.func), []).append((node, scope))
+    returns_by_func: dict[int, list] = {}
+    for node, scope in ctx.returns:
+        returns_by_func.setdefault(id(scope.func), []).append((node, scope))
+    frozen, owners = set(), set()
+    lines = ctx.lines
+    for func, scope in ctx.functions:
+        local = f"{scope.cls.name}.{func.name}" if scope.cls is not None else func.name
+        # a model's own methods (forward, blocks) matter only where they switch modes or autograd
+        shallow = scope.cls is not None and scope.cls.name in ctx.module_classes and func.name != "__init__" and not any(
+            token in line for line in lines[func.lineno - 1 : func.end_lineno] for token in MODE_TOKENS
+        )
+        summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
+    summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)
+    for loop, _ in ctx.loops:
+        iterated = getattr(loop, "iter", None)
+        if isinstance(iterated, ast.Call) and isinstance(iterated.func, ast.Attribute) and iterated.func.attr in ("parameters", "named_parameters"):
+            text = "\n".join(ctx.lines[loop.lineno - 1 : loop.end_lineno])
+            root = receiver_of(iterated.func.value)
+            if root and "requires_grad" in text and "False" in text:
+                frozen.add(root.rsplit(".", 1)[-1])
+    for cls in ctx.classes:
+        summary.classes.setdefault(cls.name, _summarize_class(ctx, cls, sites_by_func, assigns_by_func))
+    summary.frozen = frozenset(frozen)
+    summary.parameter_owners = frozenset(owners)
+    return summary
+
+
+def _absolute(path: str, target: str) -> str:
+    if not target.startswith("."):
+        return target
+    level = len(target) - len(target.lstrip("."))
+    base = dotted_path(path)
+    if not PurePath(path).name == "__init__.py":
+        base = base[:-1]
+    base = base[: len(base) - (level - 1)] if level > 1 else base
+    rest = target[level:]
+    return ".".join([*base, rest]) if rest else ".".join(base)
+
+
+def _params(func) -> tuple[str, ...]:
+    names = [a.arg for a in [*func.args.posonlyargs, *func.args.args]]
+    if names and names[0] in ("self", "cls"):
+        names = names[1:]
+    return tuple(names + [a.arg for a in func.args.kwonlyargs])
+
+
+def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow=False) -> FunctionSummary:
+    items: list[Item] = []
+    params = _params(func) if func is not None else ()
+    for site in () if shallow else sites_by_func.get(id(func), ()):
+        item = _classify_site(ctx, site, frozen, owners)
+        if item is not None:
+            items.append(item)
+    local_names = set()
+    for node, a_scope in () if shallow else assigns_by_func.get(id(func), ()):
+        local_names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        for item in _classify_assign(ctx, node, a_scope):
+            items.append(item)
+    for node, r_scope in () if shallow else returns_by_func.get(id(func), ()):
+        if node.value is not None:
+            origin = model_value(ctx, node.value)
+            if origin is not None:
+                items.append(Item("return", None, node.lineno, node.col_offset, r_scope.conds, origin=origin))
+    items.sort(key=lambda i: (i.line, i.col, i.kind != "assign"))
+    decorators = tuple(_reference(ctx, d) for d in (_decorator_name(x) for x in (func.decorator_list if func is not None else ())) if d)
+    wraps = False
+    if func is not None and any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in func.body) and func.end_lineno - func.lineno < 40:
+        text = "\n".join(ctx.lines[func.lineno - 1 : func.end_lineno])
+        wraps = "no_grad" in text or "inference_mode" in text
+    return FunctionSummary(
+        key=f"{ctx.path}::{local}",
+        name=func.name if func is not None else "<module>",
+        cls=scope.cls.name if scope is not None and scope.cls is not None else None,
+        path=ctx.path,
+        line=func.lineno if func is not None else 1,
+        params=params,
+        decorators=decorators,
+        grad_off=bool(scope and scope.grad_off),
+        wraps_grad_off=wraps,
+        items=tuple(items),
+        local_names=frozenset(local_names),
+    )
+
+
+def _decorator_name(node) -> str | None:
+    return dotted_name(node.func if isinstance(node, ast.Call) else node)
+
+
+def receiver_of(node: ast.AST) -> str | None:
+    """`model` for `model`, `model.to(device)`, `model.module`, `self.net.cuda()`."""
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        node = node.func.value
+    return dotted_name(node)
+
+
+def _local_definitions(ctx) -> frozenset[str]:
+    found = getattr(ctx, "_definitions", None)
+    if found is None:
+        found = frozenset([*(f.name for f, _ in ctx.functions), *(c.name for c in ctx.classes), *ctx.imports])
+        ctx._definitions = found
+    return found
+
+
+def _classify_site(ctx, site, frozen, owners) -> Item | None:
+    call = site.node
+    func = call.func
+    scope = site.scope
+    pos = (call.lineno, call.col_offset)
+    if isinstance(func, ast.Attribute):
+        attr = func.attr
+        receiver = receiver_of(func.value)
+        if receiver is None and isinstance(func.value, ast.Call) and isinstance(func.value.func, ast.Name) and func.value.func.id == "getattr" and func.value.args:
+            receiver = dotted_name(func.value.args[0])  # getattr(self, name).train(flag): some attribute of self
+        if attr in ("eval", "train") and receiver is None:
+            return None  # `deepcopy(model).eval()`: no name to follow
+        if attr == "eval" and not call.args and not call.keywords:
+            return Item("eval", receiver, *pos, scope.conds)
+        if attr == "train":
+            arg = call.args[0] if call.args else (call.keywords[0].value if call.keywords else None)
+            if isinstance(arg, ast.Constant) and arg.value is False:
+                return Item("eval", receiver, *pos, scope.conds)
+            if arg is None or isinstance(arg, ast.Constant) and arg.value is True:
+                return Item("train", receiver, *pos, scope.conds)
+            if len(call.args) <= 1 and isinstance(arg, (ast.Name, ast.Attribute, ast.Compare)):
+                return Item("train", receiver, *pos, scope.conds, origin="variable")
+            return None
+        if attr in ("backward", "manual_backward"):
+            return Item("backward", receiver, *pos, scope.conds)
+        if attr == "step" and (not call.args or re.search(r"opt|scaler|solver", receiver or "", re.I)):
+            return Item("step", receiver, *pos, scope.conds)
+        if attr == "requires_grad_" and call.args and isinstance(call.args[0], ast.Constant) and call.args[0].value is False:
+            if receiver:
+                frozen.add(receiver.rsplit(".", 1)[-1])
+            return None
+        if attr == "load_state_dict":
+            return Item("load", receiver, *pos, scope.conds)
+        if attr in ("parameters", "named_parameters") and receiver:
+            owners.add(receiver.rsplit(".", 1)[-1])
+            return None
+        if attr in ("forward", "generate", "predict") and receiver:
+            return Item("forward", receiver, *pos, scope.conds, scope.grad_off)
+        root = dotted_name(func.value)
+        if root == "self":  # a method (the index resolves it through the bases) or a submodule's forward
+            return _call_item(ctx, call, f"self:{attr}", scope, pos)
+        if root is not None and "." not in root and root in ctx.imports:
+            target = _absolute(ctx.path, ctx.imports[root])
+            if target.split(".")[0] in EXTERNAL_ROOTS and not target.startswith("torch.nn.parallel"):
+                return None
+            return _call_item(ctx, call, f"{target}.{attr}", scope, pos)
+        if root is not None and "." not in root:
+            return _call_item(ctx, call, f"obj:{root}.{attr}", scope, pos)
+        if root is not None and root.startswith("self."):
+            return _call_item(ctx, call, f"obj:{root}.{attr}", scope, pos)
+        return None
+    if isinstance(func, ast.Name):
+        name = func.id
+        if name in _local_definitions(ctx) or name in BUILTIN_NAMES or name[:1].isupper():
+            return _call_item(ctx, call, name, scope, pos)
+        return Item("forward", name, *pos, scope.conds, scope.grad_off)
+    return None
+
+
+def _call_item(ctx, call, ref, scope, pos) -> Item:
+    args, constants = [], []
+    for i, arg in enumerate(call.args):
+        if isinstance(arg, ast.Starred):
+            break
+        _argument(arg, str(i), args, constants)
+    for kw in call.keywords:
+        if kw.arg:
+            _argument(kw.value, kw.arg, args, constants)
+    return Item("call", ref, *pos, scope.conds, scope.grad_off, tuple(args), tuple(constants))
+
+
+def _argument(node, slot, args, constants) -> None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (bool, str, int, type(None))):
+        constants.append((slot, node.value))
+        return
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _same_module_call(node):
+        node = node.func.value  # model.to(device) passes model; helper(x) passes its result
+    root = dotted_name(node)
+    if root:
+        args.append((slot, root))
+
+
+def _classify_assign(ctx, node: ast.Assign, scope) -> list[Item]:
+    if len(node.targets) != 1:
+        return []
+    target, value = node.targets[0], node.value
+    pairs = [(target, value)]
+    if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
+        pairs = list(zip(target.elts, value.elts))  # self.net, self.target = Net(), Net()
+    items = []
+    for element, assigned in pairs:
+        name = dotted_name(element)
+        origin = model_value(ctx, assigned) if name else None
+        if origin is not None:
+            items.append(Item("assign", name, node.lineno, node.col_offset, scope.conds, origin=origin))
+    return items
+
+
+def model_value(ctx, value: ast.AST) -> str | None:
+    """What an assigned or returned value says about a model's mode: "eval" (`.eval()` chained,
+    `from_pretrained`, TorchScript), "alias:<root>" (`model.to(device)`, `DataParallel(model)`),
+    "call:<callable>" (a constructor or factory: the index decides; "+weights" when it is given
+    pretrained weights), "built:torch.load", else None."""
+    if isinstance(value, (ast.Name, ast.Attribute)):
+        root = dotted_name(value)
+        return f"alias:{root}" if root else None
+    if not isinstance(value, ast.Call):
+        return None
+    node = value
+    chained = []
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _same_module_call(node):
+        chained.append(node.func.attr)
+        node = node.func.value
+    if "eval" in chained:
+        return "eval"
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        return f"alias:{dotted_name(node)}" if chained and dotted_name(node) else None
+    if not isinstance(node, ast.Call):
+        return None
+    name = ctx.qualname(node.func) or ""
+    if not name:
+        return None
+    if name.startswith("."):
+        name = _absolute(ctx.path, name)
+    if name.endswith(EVAL_MODE_SOURCES):
+        return "eval"
+    if name == "torch.load":
+        return "built:torch.load"
+    last = name.rsplit(".", 1)[-1]
+    if (WRAPPER_RE.search(last) or name == "torch.compile") and node.args:
+        root = receiver_of(node.args[0])
+        return f"alias:{root}" if root else None
+    if name.startswith("torch.nn.") and last[:1].isupper():
+        if last in CONTAINERS and _builds_mode_layer(ctx, node):
+            return f"call:{name}+layers"  # nn.Sequential(nn.Linear(...), nn.Dropout(...))
+        return f"call:{name}"  # a layer: mode-dependent or not (see ProjectIndex.origin_mode)
+    if name.startswith("torch.") and not name.startswith("torch.hub"):
+        return None
+    weights = any(
+        kw.arg in ("pretrained", "weights", "checkpoint_path") and not (isinstance(kw.value, ast.Constant) and kw.value.value in (False, None))
+        for kw in node.keywords
+    )
+    return f"call:{name}" + ("+weights" if weights else "")
+
+
+def _builds_mode_layer(ctx: FileContext, container: ast.Call) -> bool:
+    """A container built in place from layers of which one is Dropout or BatchNorm."""
+    return any(
+        isinstance(node, ast.Call) and MODE_LAYER_RE.search((ctx.qualname(node.func) or "").rsplit(".", 1)[-1])
+        for arg in [*container.args, *(k.value for k in container.keywords)]
+        for node in ast.walk(arg)
+    )
+
+
+def _same_module_call(call: ast.Call) -> bool:
+    """`.to(device)`, `.cuda()`, `.half()`, `.eval()`, `.train()`: the module itself comes back
+    (`trainer.train(model, data)` is not `Module.train`)."""
+    attr = call.func.attr
+    if attr not in SAME_MODULE_METHODS:
+        return False
+    if attr in ("train", "eval"):
+        return len(call.args) <= 1 and not call.keywords and all(isinstance(a, ast.Constant) for a in call.args)
+    return True
+
+
+def _reference(ctx, dotted: str) -> str:
+    """A dotted name as the index resolves it: through the file's imports, or "::name" (local)."""
+    head, _, rest = dotted.partition(".")
+    base = _absolute(ctx.path, ctx.imports[head]) if head in ctx.imports else "::" + head
+    return f"{base}.{rest}" if rest else base
+
+
+def _summarize_class(ctx, cls, sites_by_func, assigns_by_func) -> ClassSummary:
+    bases = tuple(_reference(ctx, b) for b in (dotted_name(x) for x in cls.bases) if b)
+    methods = tuple(n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    owns = False
+    model_attrs = []
+    constructs = set()
+    for node in cls.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for site in sites_by_func.get(id(node), ()):
+            qualname = site.qualname or ""
+            name = qualname.rsplit(".", 1)[-1]
+            if qualname.startswith("torch.nn."):
+                owns = owns or _torch_mode_layer(name, site.node)
+            elif not qualname.startswith("torch.") and (
+                name[:1].isupper() or OPAQUE_BUILDER_RE.search(name) or MODEL_CONSTRUCTOR_RE.search(name) or qualname.startswith(("torchvision.models.", "timm."))
+            ):
+                ref = dotted_name(site.node.func)
+                if ref and not ref.startswith("self."):
+                    constructs.add(_reference(ctx, ref))
+        if node.name == "__init__":
+            params = set(_params(node))
+            for assign, _ in assigns_by_func.get(id(node), ()):
+                target = dotted_name(assign.targets[0]) if len(assign.targets) == 1 else None
+                if target is None or not target.startswith("self.") or target.count(".") != 1:
+                    continue
+                origin = model_value(ctx, assign.value)
+                if origin and (origin.startswith(("call:", "built", "eval")) or origin.split(":", 1)[-1].split(".")[0] in params):
+                    model_attrs.append(target)
+    return ClassSummary(cls.name, ctx.path, cls.lineno, bases, methods, owns, tuple(sorted(constructs)), tuple(model_attrs))
+
+
+def _torch_mode_layer(name: str, call: ast.Call) -> bool:
+    if TORCH_MODE_LAYER_RE.match(name):
+        return True
+    if TORCH_DROPOUT_KW_RE.match(name):
+        return any(
+            kw.arg in ("dropout", "track_running_stats") and not (isinstance(kw.value, ast.Constant) and not kw.value.value)
+            for kw in call.keywords
+        )
+    return False
+
+
+# -- the project --------------------------------------------------------------------------
+class ProjectIndex:
+    """All summaries of a project, joined: imports resolved inside it, `nn.Module` subclasses
+    across files, callers of every function, and mode programs with helpers spliced in."""
+
+    def __init__(self, summaries: list[ModuleSummary]):
+        self.modules: dict[str, ModuleSummary] = {s.path: s for s in summaries}
+        self._by_suffix: dict[str, list[str]] = {}
+        for path in self.modules:
+            parts = dotted_path(path)
+            for i in range(len(parts)):
+                self._by_suffix.setdefault(".".join(parts[i:]), []).append(path)
+        self._functions: dict[str, FunctionSummary] = {}
+        for summary in summaries:
+            for fs in summary.functions.values():
+                self._functions[fs.key] = fs
+            if summary.module_level is not None:
+                self._functions[summary.module_level.key] = summary.module_level
+        self._module_classes: dict[tuple[str, str], bool] = {}
+        self._callers: dict[str, list[tuple[FunctionSummary, Item]]] | None = None
+        self._events: dict[tuple, list[Event]] = {}
+        self._active: set[tuple] = set()
+        self._saved = None
+        self.frozen = frozenset().union(*(s.frozen for s in summaries))
+        self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
+            item.receiver.rsplit(".", 1)[-1] for fs in self._functions.values() for item in fs.items if item.kind == "train" and item.receiver
+        )
+        self.evaluated = self._evaluated_names()
+
+    # -- names --------------------------------------------------------------------------
+    def resolve(self, path: str, ref: str, depth: int = 0):
+        """A reference seen in `path` -> ("function", FunctionSummary) | ("class", ClassSummary)
+        | ("module", ModuleSummary) | None (outside the project)."""
+        module = self.modules.get(path)
+        if module is None or depth > 4 or not ref:
+            return None
+        if ref.startswith("::"):
+            name = ref[2:]
+            head, _, rest = name.partition(".")
+            return self._member(module, head, rest, depth)
+        head, _, rest = ref.partition(".")
+        if head in module.functions or head in module.classes:
+            return self._member(module, head, rest, depth)
+        if head in module.imports:
+            target = module.imports[head] + ("." + rest if rest else "")
+            return self._resolve_absolute(path, target, depth + 1)
+        return self._resolve_absolute(path, ref, depth + 1) if rest else None
+
+    def resolve_import(self, path: str, target: str):
+        return self._resolve_absolute(path, target, 1)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_callers=None, _events={}, _active=set(), _module_classes={}, _saved=None)
+        return state
+
+    def _member(self, module: ModuleSummary, head: str, rest: str, depth: int):
+        if not rest:
+            if head in module.functions:
+                return ("function", module.functions[head])
+            if head in module.classes:
+                return ("class", module.classes[head])
+            if head in module.imports:
+                return self._resolve_absolute(module.path, module.imports[head], depth + 1)
+            return None
+        if head in module.classes:
+            return self.method(module.classes[head], rest.split(".")[0], depth)
+        return None
+
+    def _resolve_absolute(self, importer: str, target: str, depth: int):
+        if depth > 6:
+            return None  # re-export cycles
+        parts = target.split(".")
+        for i in range(len(parts), 0, -1):
+            candidates = self._by_suffix.get(".".join(parts[:i]))
+            if not candidates:
+                continue
+            path = candidates[0] if len(candidates) == 1 else _nearest(importer, candidates)
+            rest = parts[i:]
+            if not rest:
+                return ("module", self.modules[path])
+            return self._member(self.modules[path], rest[0], ".".join(rest[1:]), depth + 1)
+        return None
+
+    def method(self, cls: ClassSummary, name: str, depth: int = 0):
+        """A method of a project class, looked up through its project bases."""
+        seen = set()
+        todo = [cls]
+        while todo:
+            current = todo.pop(0)
+            if id(current) in seen or len(seen) > 20:
+                continue
+            seen.add(id(current))
+            fs = self.modules[current.path].functions.get(f"{current.name}.{name}")
+            if fs is not None:
+                return ("function", fs)
+            for base in current.bases:
+                found = self.resolve(current.path, base, depth + 1)
+                if found and found[0] == "class":
+                    todo.append(found[1])
+        return None
+
+    def is_module_class(self, cls: ClassSummary, depth: int = 0) -> bool:
+        key = (cls.path, cls.name)
+        if key in self._module_classes:
+            return self._module_classes[key]
+        self._module_classes[key] = False  # cycles
+        result = False
+        for base in cls.bases:
+            text = base.lstrip(":")
+            if MODULE_BASE_RE.search(text) or text.startswith(("torch.nn.", "nn.")):
+                result = True
+                break
+            found = self.resolve(cls.path, base) if depth < 10 else None
+            if found and found[0] == "class" and self.is_module_class(found[1], depth + 1):
+                result = True
+                break
+        self._module_classes[key] = result
+        return result
+
+    def has_mode_layers(self, cls: ClassSummary, depth: int = 0) -> bool:
+        """Whether a project class may hold Dropout/BatchNorm: its own, in a project class it
+        builds or inherits from, or in anything it builds that the index cannot see into and
+        whose name says it may (a `*Net`, `make_layers`, `build_backbone`)."""
+        key = ("layers", cls.path, cls.name)
+        if key in self._module_classes:
+            return self._module_classes[key]
+        self._module_classes[key] = False  # cycles
+        result = cls.owns_mode_layers or depth > 8
+        for ref in () if result else (*cls.constructs, *cls.bases):
+            text = ref.lstrip(":")
+            if text.startswith(("torch.nn.", "nn.")) or text in ("object", "ABC", "abc.ABC"):
+                continue
+            found = self.resolve(cls.path, ref)
+            if found is not None and found[0] == "class":
+                result = self.has_mode_layers(found[1], depth + 1)
+            elif found is not None and found[0] == "function":
+                result = LAYER_FACTORY_RE.search(found[1].name) is not None  # make_layers, not make_kernel
+            else:
+                last = text.rsplit(".", 1)[-1]
+                result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
+                result = result or (ref in cls.bases and not MODULE_BASE_RE.search(text))
+            if result:
+                break
+        self._module_classes[key] = result
+        return result
+
+    def module_class_names(self, path: str) -> set[str]:
+        """Names usable in `path` that are project nn.Module subclasses (defined or imported)."""
+        module = self.modules.get(path)
+        if module is None:
+            return set()
+        names = {name for name, cls in module.classes.items() if self.is_module_class(cls)}
+        for name, target in module.imports.items():
+            if name[:1].isupper():
+                found = self._resolve_absolute(path, target, 1)
+                if found and found[0] == "class" and self.is_module_class(found[1]):
+                    names.add(name)
+        return names
+
+    def function(self, key: str) -> FunctionSummary | None:
+        return self._functions.get(key)
+
+    def callee(self, caller: FunctionSummary, item: Item) -> FunctionSummary | None:
+        ref = item.receiver or ""
+        if ref.startswith("self:"):
+            if caller.cls is None:
+                return None
+            cls = self.modules[caller.path].classes.get(caller.cls)
+            found = self.method(cls, ref[5:]) if cls is not None else None
+        elif ref.startswith("obj:"):
+            holder, _, name = ref[4:].rpartition(".")
+            cls = self._class_of(caller, holder, item.line)
+            found = self.method(cls, name) if cls is not None else None
+        else:
+            found = self.resolve(caller.path, ref)
+            if found and found[0] == "class":
+                found = self.method(found[1], "__init__")
+        return found[1] if found and found[0] == "function" else None
+
+    def _is_method(self, fs: FunctionSummary, name: str) -> bool:
+        cls = self.modules[fs.path].classes.get(fs.cls) if fs.cls else None
+        return cls is not None and (name in cls.methods or name.startswith("_") or not name.islower())
+
+    def _class_of(self, fs: FunctionSummary, holder: str, line: int) -> ClassSummary | None:
+        """The project class of a local (`ev = Evaluator(model)`) at `line` of `fs`."""
+        for item in reversed(fs.items):
+            if item.kind == "assign" and item.receiver == holder and item.line <= line and (item.origin or "").startswith("call:"):
+                found = self.resolve(fs.path, item.origin[5:])
+                return found[1] if found and found[0] == "class" else None
+        return None
+
+    def constructed_class(self, caller: FunctionSummary, item: Item) -> ClassSummary | None:
+        if item.kind != "call" or (item.receiver or "").startswith(("self:", "obj:")):
+            return None
+        found = self.resolve(caller.path, item.receiver)
+        return found[1] if found and found[0] == "class" else None
+
+    def callers(self, fs: FunctionSummary) -> list[tuple[FunctionSummary, Item]]:
+        """Every call in the project that reaches `fs` (constructor calls reach __init__)."""
+        if self._callers is None:
+            self._callers = {}
+            for caller in self._functions.values():
+                for item in caller.items:
+                    if item.kind != "call":
+                        continue
+                    target = self.callee(caller, item)
+                    if target is not None and target is not caller:
+                        self._callers.setdefault(target.key, []).append((caller, item))
+        return self._callers.get(fs.key, [])
+
+    def class_constructions(self, cls: ClassSummary) -> list[tuple[FunctionSummary, Item]]:
+        found = []
+        for caller in self._functions.values():
+            for item in caller.items:
+                if item.kind == "call" and item.receiver and item.receiver.split(".")[-1] == cls.name:
+                    if self.constructed_class(caller, item) is cls:
+                        found.append((caller, item))
+        return found
+
+    def is_grad_off_decorator(self, fs: FunctionSummary) -> bool:
+        for ref in fs.decorators:
+            if GRAD_OFF_NAME_RE.search(ref) or ref in GRAD_OFF:
+                return True
+            found = self.resolve(fs.path, ref)
+            if found and found[0] == "function" and found[1].wraps_grad_off:
+                return True
+        return False
+
+    def _evaluated_names(self) -> frozenset[str]:
+        names = set()
+        for fs in self._functions.values():
+            for item in fs.items:
+                if item.kind == "eval" and item.receiver:
+                    names.add(item.receiver.rsplit(".", 1)[-1])
+                elif item.kind == "call" and (item.receiver or "").endswith("evaluating"):
+                    names.update(root.rsplit(".", 1)[-1] for _, root in item.args[:1])
+                elif item.kind == "assign" and item.origin == "eval":
+                    names.add(item.receiver.rsplit(".", 1)[-1])
+        return frozenset(names)
+
+    # -- mode programs --------------------------------------------------------------------
+    def events(self, fs: FunctionSummary, constants: tuple = ()) -> list[Event]:
+        """`fs`'s program with called project functions' programs spliced in at the call,
+        their parameters replaced by the caller's arguments; branches that the constant
+        arguments rule out are dropped."""
+        key = (fs.key, constants)
+        if key in self._events:
+            return self._events[key]
+        if key in self._active:
+            return []  # recursion
+        if len(self._events) > MEMO_LIMIT:
+            self._events = {}  # replayed again on demand: memory stays bounded on huge trees
+        self._active.add(key)
+        known = dict(constants)
+        out: list[Event] = []
+        off = fs.grad_off or (bool(fs.decorators) and self.is_grad_off_decorator(fs))
+        for item in fs.items:
+            if known and any(condition_holds(c, known) is False for c in item.conds):
+                continue
+            if item.kind != "call":
+                out.append(Event(item.kind, item.receiver, item.line, item.col, item.conds, item.grad_off or off, origin=item.origin))
+                continue
+            target = self.callee(fs, item)
+            if target is None:
+                ref = item.receiver or ""
+                if ref.startswith("self:") and not self._is_method(fs, ref[5:]):
+                    out.append(Event("forward", "self." + ref[5:], item.line, item.col, item.conds, item.grad_off or off))
+                else:
+                    out.append(Event("call", ref, item.line, item.col, item.conds, item.grad_off or off, args=tuple(r for _, r in item.args)))
+                continue
+            mapping = _argument_map(target, item)
+            if (item.receiver or "").startswith("obj:"):
+                mapping["self"] = item.receiver[4:].rsplit(".", 1)[0]
+            passed = tuple(sorted({
+                (target.params[int(slot)] if slot.isdigit() and int(slot) < len(target.params) else slot): value
+                for slot, value in item.constants
+                if not slot.isdigit() or int(slot) < len(target.params)
+            }.items(), key=lambda pair: pair[0]))
+            grad_off = item.grad_off or off
+            for sub in self._exported(target, passed):
+                receiver = _substitute(sub.receiver, mapping, target) if sub.kind in ("eval", "train", "forward") else None
+                if sub.receiver is not None and receiver is None and sub.kind in ("eval", "train", "forward"):
+                    continue  # a model local to the helper, or a parameter given no model
+                args = tuple(a for a in (_substitute(r, mapping, target) for r in sub.args) if a)
+                if sub.kind == "call" and not args:
+                    continue
+                out.append(Event(
+                    sub.kind, receiver, item.line, item.col, item.conds + sub.conds, sub.grad_off or grad_off,
+                    sub.via or target.name, sub.origin, sub.detail, args,
+                ))
+        self._active.discard(key)
+        self._events[key] = out
+        return out
+
+    def _exported(self, fs: FunctionSummary, constants: tuple) -> list[Event]:
+        """What a helper shows its callers: mode switches, backward, steps and forwards of its
+        parameters and `self` (each once), in order, with its own branch tests made private."""
+        key = ("exported", fs.key, constants)
+        if key in self._events:
+            return self._events[key]
+        if (fs.key, constants) in self._active:
+            return []  # recursion
+        seen = set()
+        out = []
+        where = short_path(fs.path)
+        private: dict[tuple, tuple] = {}
+        params = fs.params
+        for event in self.events(fs, constants):
+            kind = event.kind
+            if kind in ("assign", "load", "return"):
+                continue
+            if kind in ("eval", "train", "forward"):
+                head = event.receiver.split(".", 1)[0]
+                if head not in params and head != "self" and (head in fs.local_names or (kind == "forward" and not MODEL_NAME_RE.search(head))):
+                    continue  # a model of its own, or a global function
+            args = tuple(a for a in event.args if a.split(".", 1)[0] in params or a.startswith("self.")) if event.args else ()
+            if kind == "call" and not args:
+                continue
+            signature = (kind, event.receiver, event.grad_off, tuple(c for c in event.conds if not c[0].startswith("\0")), args)
+            if kind in ("eval", "train"):
+                if out and out[-1][0] == signature:
+                    continue
+            elif signature in seen:
+                continue
+            seen.add(signature)
+            conds = event.conds
+            if conds:
+                # the helper's own branch tests, made private to it; its callees' stay inside them
+                if conds not in private:
+                    private[conds] = tuple((f"\0{fs.key}:{k}", b, None) for k, b, _ in conds if not k.startswith("\0"))
+                conds = private[conds]
+            out.append((signature, Event(
+                kind, event.receiver, event.line, event.col, conds, event.grad_off,
+                event.via, event.origin, event.detail or f"{where}:{event.line}", args,
+            )))
+        result = [e for _, e in out]
+        self._events[key] = result
+        return result
+
+    def mode_at(self, fs: FunctionSummary, receiver: str, line: int, col: int, conds: tuple = (), depth: int = 0):
+        """The mode `receiver` is in at (line, col) of `fs`, with the evidence on that path:
+        ("eval" | "train" | None, why). The last mode switch wins; a call outside the project
+        that is handed the model may switch it (None); a parameter or `self` attribute is
+        followed into the callers."""
+        if depth > 4:
+            return None, ""
+        events = [e for e in self.events(fs) if (e.line, e.col) < (line, col) and compatible(e.conds, conds)]
+        trained = None
+        forwarded = False  # run with autograd on before a backward(): the model being trained
+        for event in reversed(events):
+            if event.kind == "forward" and trained and not event.grad_off and event.receiver and related(event.receiver, receiver):
+                last = receiver.rsplit(".", 1)[-1]
+                forwarded = forwarded or last in self.trained or MODEL_NAME_RE.search(last) is not None
+            where = f"{short_path(fs.path)}:{event.line}"
+            if event.kind == "call":
+                if any(related(arg, receiver) for arg in event.args) and not _neutral(event.receiver):
+                    return None, f"{event.receiver}() at {where} may switch it"
+                continue
+            if event.kind == "backward" and trained is None and not event.grad_off:
+                trained = f"after training (backward() at {where})"
+                continue
+            if event.receiver is None or not related(event.receiver, receiver):
+                continue
+            if event.kind == "eval":
+                return "eval", where
+            if event.kind == "train" and event.origin != "variable":
+                how = f"{event.via}() leaves it in training mode" if event.via else f"{event.receiver}.train()"
+                return "train", trained or f"{how} at {where}"
+            if event.kind == "assign" and event.receiver == receiver:
+                mode, why = self.origin_mode(fs, event.origin or "", where, event, depth)
+                return mode, (trained if mode == "train" and trained else why)
+        head, _, rest = receiver.partition(".")
+        if head not in fs.params and head != "self":
+            return ("train", trained) if forwarded else (None, "")
+        found = None
+        passed = False  # some caller in the project hands the model in
+        for caller, item in self.callers(fs)[:MAX_CALLERS]:
+            argument = _argument_for(fs, item, head)
+            if argument is None or (not forwarded and self._training_call(caller, item)):
+                continue
+            passed = True
+            argument = argument + ("." + rest if rest else "")
+            mode, why = self.mode_at(caller, argument, item.line, item.col, item.conds, depth + 1)
+            if forwarded and mode is None and why.endswith(NO_MODE_LAYERS):
+                return None, why  # trained here, but the model has no Dropout/BatchNorm
+            if mode == "train" and found is None:
+                found = ("train", f"{fs.name}() is called from {short_path(caller.path)}:{item.line} with {argument} in training mode: {why}")
+        if forwarded and (passed or head == "self"):
+            return "train", trained
+        return found or (None, "")
+
+    def _training_call(self, caller: FunctionSummary, item: Item) -> bool:
+        """A call whose result is trained: a backward() follows it closely with autograd on
+        (`loss = self._process_one_batch(x); loss.backward()`), no mode switch between."""
+        if item.grad_off:
+            return False
+        for event in self.events(caller):
+            if (event.line, event.col) <= (item.line, item.col):
+                continue
+            if event.line > item.line + TRAINING_CALL_WINDOW or event.kind in ("eval", "train"):
+                return False
+            if event.kind == "backward" and not event.grad_off:
+                return True
+        return False
+
+    def origin_mode(self, fs: FunctionSummary, origin: str, where: str, event, depth: int):
+        """The mode of a value by where it comes from (see `model_value`)."""
+        if origin == "eval":
+            return "eval", where
+        if origin == "built:torch.load":
+            mode, why = self.saved_mode()
+            return mode, (f"torch.load at {where} restores a model that {why}" if mode else "")
+        if origin.startswith("alias:"):
+            return self.mode_at(fs, origin[6:], event.line, event.col, event.conds, depth + 1)
+        if not origin.startswith("call:"):
+            return None, ""
+        name = origin[5:].removesuffix("+weights")
+        if name.endswith("+layers"):
+            return "train", f"nn.{name[:-7].rsplit('.', 1)[-1]}() with Dropout/BatchNorm is built at {where}, and a new module is in training mode"
+        if name.startswith("torch.nn."):
+            last = name.rsplit(".", 1)[-1]
+            if TORCH_MODE_LAYER_RE.match(last):
+                return "train", f"nn.{last}() is built at {where}, and a new module is in training mode"
+            return None, f"nn.{last} {NO_MODE_LAYERS}"
+        found = self.resolve(fs.path, name)
+        if found is not None and found[0] == "class":
+            cls = found[1]
+            if not self.is_module_class(cls):
+                return None, ""
+            init = self.method(cls, "__init__")
+            if init is not None and any(e.kind == "eval" and (e.receiver or "").split(".")[0] == "self" for e in self.events(init[1])):
+                return "eval", f"{cls.name}.__init__ calls eval()"
+            if not self.has_mode_layers(cls):
+                return None, f"{cls.name} {NO_MODE_LAYERS}"
+            return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"
+        if found is not None and found[0] == "function":
+            return self.returned_mode(found[1], where, depth + 1)
+        if found is None:
+            last = name.rsplit(".", 1)[-1]
+            if name.startswith(("torchvision.models.", "timm.")) or MODEL_CONSTRUCTOR_RE.search(last):
+                return "train", f"{last}() is built at {where}, and a new module is in training mode"
+        return None, ""
+
+    def saved_mode(self):
+        """The mode in which the project pickles whole models (`torch.save(model, f)`): a loaded
+        model comes back in it. "train" if any is saved in training mode."""
+        if self._saved is None:
+            self._saved = (None, "")
+            modes = []
+            for fs in self._functions.values():
+                for item in fs.items:
+                    if item.kind == "call" and item.receiver == "torch.save" and item.args and item.args[0][0] == "0":
+                        modes.append((self.mode_at(fs, item.args[0][1], item.line, item.col, item.conds, 3), fs, item))
+            trained = [(why, fs, item) for (mode, why), fs, item in modes if mode == "train"]
+            if trained:
+                why, fs, item = trained[0]
+                self._saved = ("train", f"{short_path(fs.path)}:{item.line} saves in training mode ({why})")
+            elif modes and all(mode == "eval" for (mode, _), _, _ in modes):
+                self._saved = ("eval", "the project saves in eval mode")
+        return self._saved
+
+    def returned_mode(self, fs: FunctionSummary, where: str, depth: int):
+        """The mode of what a project factory returns (every return must agree)."""
+        modes = []
+        for item in fs.items:
+            if item.kind != "return":
+                continue
+            origin = item.origin or ""
+            if origin.startswith("alias:"):
+                mode, why = self.mode_at(fs, origin[6:], item.line, item.col, item.conds, depth + 1)
+            else:
+                mode, why = self.origin_mode(fs, origin, f"{short_path(fs.path)}:{item.line}", item, depth + 1)
+            modes.append((mode, why))
+        if modes and all(mode == "train" for mode, _ in modes):
+            return "train", f"{fs.name}() at {where} returns it in training mode ({modes[0][1]})"
+        if any(mode == "eval" for mode, _ in modes):
+            return "eval", f"{fs.name}() returns it in eval mode"
+        return None, ""
+
+
+NEUTRAL_RE = re.compile(
+    r"^(print|len|isinstance|type|id|str|repr|getattr|hasattr|setattr|sum|list|tuple|dict|zip|enumerate|range|sorted|iter|next"
+    r"|copy\.copy|logging\.\w+|torch\.(nn\.(parallel\.)?(DataParallel|DistributedDataParallel)|compile|save|cuda\.\w+|optim\.\w+|numel)"
+    r"|obj:[\w.]+\.(info|debug|warning|log|append|extend|update|add_scalar|add_scalars|add_graph|write|format)|obj:[\w.]*(optim|opt|logger|writer|wandb|meter)\w*\.\w+)$",
+    re.I,
+)
+
+
+def _neutral(ref: str | None) -> bool:
+    """A call that cannot change a model's mode: builtins, logging, optimizers, torch.save."""
+    return ref is not None and (NEUTRAL_RE.match(ref) is not None or WRAPPER_RE.search(ref.rsplit(".", 1)[-1]) is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def short_path(path: str) -> str:
+    parts = PurePath(path).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else path
+
+
+def _nearest(importer: str, candidates: list[str]) -> str:
+    here = dotted_path(importer)
+    return max(candidates, key=lambda c: sum(1 for _ in _common(here, dotted_path(c))))
+
+
+def _common(a, b):
+    for x, y in zip(a, b):
+        if x != y:
+            return
+        yield x
+
+
+def _argument_map(target: FunctionSummary, item: Item) -> dict[str, str]:
+    mapping = {}
+    for slot, root in item.args:
+        if slot.isdigit():
+            if int(slot) < len(target.params):
+                mapping[target.params[int(slot)]] = root
+        else:
+            mapping[slot] = root
+    return mapping
+
+
+def _argument_for(fs: FunctionSummary, item: Item, param: str) -> str | None:
+    if param == "self":  # self.helper() keeps the object; holder.method() passes `holder`
+        ref = item.receiver or ""
+        if ref.startswith("self:"):
+            return "self"
+        if ref.startswith("obj:"):
+            return ref[4:].rsplit(".", 1)[0]
+        return None
+    for slot, root in item.args:
+        name = fs.params[int(slot)] if slot.isdigit() and int(slot) < len(fs.params) else slot
+        if name == param:
+            return root
+    return None
+
+
+def _substitute(receiver: str | None, mapping: dict[str, str], helper: FunctionSummary) -> str | None:
+    """A helper's receiver in the caller's names: its parameters replaced by the arguments,
+    `self` and closure or global names kept; None for a model local to the helper."""
+    if receiver is None:
+        return None
+    head, _, rest = receiver.partition(".")
+    if head in mapping:
+        return mapping[head] + ("." + rest if rest else "")
+    if head == "self" or (head not in helper.params and head not in helper.local_names):
+        return receiver
+    return None
+
+
+def related(a: str | None, b: str | None) -> bool:
+    """Receivers that may be the same model: equal, one inside the other (`self.model` and
+    `self.model.encoder`), or unknown."""
+    if a is None or b is None:
+        return True
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".") or a.rsplit(".", 1)[-1] == b.rsplit(".", 1)[-1]

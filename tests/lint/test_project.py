@@ -1,0 +1,237 @@
+"""Whole-project analysis: findings that need more than one file, with the path as evidence,
+and a cache that re-checks the files that depend on a changed one."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import modeguard
+from modeguard.lint.engine import Selection, lint_source
+from modeguard.lint.files import discover
+from modeguard.lint.runner import lint_paths
+
+SELECTION = Selection.from_options()
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def check(root: Path, cache: Path | None = None):
+    findings = lint_paths(discover([str(root)]), SELECTION, jobs=1, cache_dir=cache)
+    return sorted((Path(f.filename).relative_to(root).as_posix(), f.location.row, f.code, f.message) for f in findings)
+
+
+EVALUATE = """\
+    import torch
+
+
+    def evaluate(model, loader):
+        with torch.no_grad():
+            return [model(x) for x in loader]
+"""
+
+TRAIN = """\
+    from evaluation import evaluate
+    from models import Net
+
+
+    def main(loader, optimizer):
+        model = Net()
+        for x, y in loader:
+            model(x).sum().backward()
+            optimizer.step()
+        {before}evaluate(model, loader)
+"""
+
+NET = """\
+    import torch.nn as nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            self.drop = nn.Dropout(0.5)
+"""
+
+
+def test_helper_in_another_file_called_after_training(tmp_path):
+    write(tmp_path, {"evaluation.py": EVALUATE, "train.py": TRAIN.format(before=""), "models.py": NET})
+    [(path, row, code, message)] = check(tmp_path)
+    assert (path, row, code) == ("evaluation.py", 6, "MG101")
+    assert "evaluate() is called from" in message and "train.py:10" in message and "backward()" in message
+
+
+def test_caller_that_switches_to_eval_is_silent(tmp_path):
+    write(tmp_path, {"evaluation.py": EVALUATE, "train.py": TRAIN.format(before="model.eval()\n        "), "models.py": NET})
+    assert check(tmp_path) == []
+
+
+def test_helper_nobody_calls_is_silent(tmp_path):
+    write(tmp_path, {"evaluation.py": EVALUATE, "models.py": NET})
+    assert check(tmp_path) == []
+
+
+def test_model_without_dropout_or_batchnorm_is_silent(tmp_path):
+    plain = NET.replace("        self.drop = nn.Dropout(0.5)\n", "")
+    write(tmp_path, {"evaluation.py": EVALUATE, "train.py": TRAIN.format(before=""), "models.py": plain})
+    assert check(tmp_path) == []
+
+
+def test_factory_in_another_file_that_returns_eval_mode(tmp_path):
+    write(tmp_path, {
+        "models.py": "import torch\n" + textwrap.dedent(NET) + (
+            "\n\ndef load_model(path):\n    model = Net()\n"
+            "    model.load_state_dict(torch.load(path, weights_only=True))\n    model.eval()\n    return model\n"
+        ),
+        "infer.py": """\
+            import torch
+            from models import load_model
+
+
+            def run(path, x):
+                model = load_model(path)
+                with torch.no_grad():
+                    return model(x)
+        """,
+    })
+    assert check(tmp_path) == []
+
+
+def test_validation_helper_imported_from_another_module_in_the_loop(tmp_path):
+    write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/validation.py": """\
+            import torch
+
+
+            def validate(model, loader):
+                model.eval()
+                with torch.no_grad():
+                    return sum(model(x).sum() for x in loader)
+        """,
+        "pkg/train.py": """\
+            from .validation import validate
+
+
+            def fit(model, loader, optimizer):
+                model.train()
+                for epoch in range(10):
+                    for x in loader:
+                        model(x).sum().backward()
+                        optimizer.step()
+                    validate(model, loader)
+        """,
+    })
+    [(path, row, code, message)] = check(tmp_path)
+    assert (path, row, code) == ("pkg/train.py", 10, "MG102")
+    assert "validate()" in message and "validation.py:5" in message
+
+
+def test_structural_rules_see_module_classes_defined_in_other_files(tmp_path):
+    write(tmp_path, {
+        "base.py": "import torch.nn as nn\n\n\nclass Block(nn.Module):\n    pass\n",
+        "head.py": """\
+            import torch.nn.functional as F
+            from base import Block
+
+
+            class Head(Block):
+                def __init__(self):
+                    super().__init__()
+                    self.blocks = [Block() for _ in range(3)]
+
+                def run(self, x):
+                    return F.dropout(x, 0.1)
+        """,
+    })
+    codes = [code for _, _, code, _ in check(tmp_path)]
+    assert codes == ["MG107", "MG105"]
+
+
+def test_evaluator_class_built_with_a_training_mode_model(tmp_path):
+    write(tmp_path, {
+        "models.py": NET,
+        "predictor.py": """\
+            import torch
+
+
+            class Predictor:
+                def __init__(self, model):
+                    self.model = model
+
+                def __call__(self, x):
+                    with torch.no_grad():
+                        return self.model(x)
+        """,
+        "main.py": """\
+            from models import Net
+            from predictor import Predictor
+
+            net = Net()
+            predict = Predictor(net)
+            print(predict(1))
+        """,
+    })
+    [(path, row, code, message)] = check(tmp_path)
+    assert (path, code) == ("predictor.py", "MG101") and "main.py:5" in message
+
+
+def test_cache_rechecks_callers_when_a_callee_changes(tmp_path):
+    project, cache = tmp_path / "project", tmp_path / "cache"
+    validation = """\
+        import torch
+
+
+        def validate(model, loader):
+            model.eval()
+            with torch.no_grad():
+                out = [model(x) for x in loader]
+            {restore}return out
+    """
+    write(project, {
+        "validation.py": validation.format(restore=""),
+        "train.py": """\
+            from validation import validate
+
+
+            def fit(model, loader, optimizer):
+                for epoch in range(3):
+                    model.train()
+                    for x in loader:
+                        model(x).sum().backward()
+                        optimizer.step()
+                    validate(model, loader)
+                    for x in loader:
+                        model(x).sum().backward()
+        """,
+    })
+    first = check(project, cache)
+    assert [(p, c) for p, _, c, _ in first] == [("train.py", "MG102")]
+    assert check(project, cache) == first  # from the cache
+    (project / "validation.py").write_text(textwrap.dedent(validation.format(restore="model.train()\n            ")))
+    os.utime(project / "validation.py", ns=(1, 1))  # a different mtime, whatever the clock
+    assert check(project, cache) == []  # train.py itself did not change
+
+
+def test_one_file_is_checked_with_what_it_can_see():
+    source = textwrap.dedent(EVALUATE) + "\n\nmodel = Net()\nevaluate(model, [1])\n"
+    [finding] = lint_source("one.py", source, SELECTION)
+    assert finding.code == "MG101" and "one.py:10" in finding.message
+
+
+def test_cli_checks_the_project_whole(tmp_path):
+    write(tmp_path, {"evaluation.py": EVALUATE, "train.py": TRAIN.format(before=""), "models.py": NET})
+    source_root = str(Path(modeguard.__file__).resolve().parents[1])  # these sources, from any cwd
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source_root, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "modeguard.cli", "check", "--no-cache", "."], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 1, result.stderr
+    assert "evaluation.py:6" in result.stdout and "MG101" in result.stdout
