@@ -36,8 +36,10 @@ def checkout_name(repo: str, commit: str) -> str:
 def mirror_dir(mirror: Path, repo: str) -> Path | None:
     base = mirror / repo.replace("/", "+")
     for candidate in (base / "repo", base):
-        if (candidate / "HEAD").is_file() or (candidate / ".git").exists():
+        if (candidate / "HEAD").is_file():
             return candidate
+        if (candidate / ".git" / "HEAD").is_file():  # a snapshot with a work-tree layout
+            return candidate / ".git"
     return None
 
 
