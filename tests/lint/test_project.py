@@ -7,7 +7,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import modeguard
+from modeguard.lint import runner
 from modeguard.lint.engine import Selection, lint_source
 from modeguard.lint.files import discover
 from modeguard.lint.runner import lint_paths
@@ -214,7 +217,9 @@ def test_cache_rechecks_callers_when_a_callee_changes(tmp_path):
     })
     first = check(project, cache)
     assert [(p, c) for p, _, c, _ in first] == [("train.py", "MG102")]
-    assert check(project, cache) == first  # from the cache
+    with pytest.MonkeyPatch.context() as patch:  # an unchanged project: not even the summaries are read
+        patch.setattr(runner.Cache, "entries", property(lambda self: pytest.fail("summaries loaded")))
+        assert check(project, cache) == first
     (project / "validation.py").write_text(textwrap.dedent(validation.format(restore="model.train()\n            ")))
     os.utime(project / "validation.py", ns=(1, 1))  # a different mtime, whatever the clock
     assert check(project, cache) == []  # train.py itself did not change

@@ -70,13 +70,47 @@ class Cache:
         self.file = directory / f"v{__version__}.pickle" if directory else None
         settings = [*sorted(selection.codes), f"noqa={selection.honour_noqa}"]
         self.key = hashlib.sha1(",".join(settings).encode()).hexdigest()
-        self.entries: dict[str, dict] = {}
+        self.run_file = directory / f"v{__version__}.last-run.pickle" if directory else None
+        self._entries: dict[str, dict] | None = None
         self.project = None
-        if self.file and self.file.is_file():
-            try:
-                self.entries = pickle.loads(self.file.read_bytes())
-            except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt
-                self.entries = {}
+
+    @property
+    def entries(self) -> dict[str, dict]:
+        """Loaded on first use: a re-run of an unchanged project never needs the summaries."""
+        if self._entries is None:
+            self._entries = {}
+            if self.file and self.file.is_file():
+                try:
+                    self._entries = pickle.loads(self.file.read_bytes())
+                except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt
+                    self._entries = {}
+        return self._entries
+
+    def last_run(self, files: list[Path]) -> list[Finding] | None:
+        """The findings of the last run when it checked exactly these files, unchanged since,
+        with the same rules."""
+        if self.run_file is None or not self.run_file.is_file():
+            return None
+        try:
+            key, stamps, findings = pickle.loads(self.run_file.read_bytes())
+            if key != self.key or len(stamps) != len(files):
+                return None
+            if any(stamps.get(str(path)) != self._stamp(path) for path in files):
+                return None
+        except Exception:  # noqa: BLE001 - a missing file or a corrupt cache: lint again
+            return None
+        return findings
+
+    def remember_run(self, files: list[Path], findings: list[Finding]) -> None:
+        if self.run_file is None:
+            return
+        try:
+            stamps = {str(path): self._stamp(path) for path in files}
+            tmp = self.run_file.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps((self.key, stamps, findings), protocol=pickle.HIGHEST_PROTOCOL))
+            os.replace(tmp, self.run_file)
+        except OSError:
+            pass
 
     @staticmethod
     def _stamp(path: Path) -> tuple[int, int]:
@@ -156,6 +190,15 @@ def lint_paths(files: list[Path], selection: Selection, *, jobs: int | None = No
 
 def _lint_paths(files, selection, jobs, cache_dir) -> list[Finding]:
     cache = Cache(cache_dir, selection)
+    unchanged = cache.last_run(files)
+    if unchanged is not None:
+        return unchanged
+    findings = _lint_project(files, selection, jobs, cache)
+    cache.remember_run(files, findings)
+    return findings
+
+
+def _lint_project(files, selection, jobs, cache) -> list[Finding]:
     jobs = jobs or os.cpu_count() or 1
     parallel = jobs > 1 and len(files) >= PARALLEL_THRESHOLD
     # phase 1: index
