@@ -1,5 +1,5 @@
-"""Cost of `modeguard.guard()` on every call: resnet18, batch 1, CPU, with and without the
-guard side by side (interleaved rounds, medians). Writes benchmarks/results/guard_overhead.json."""
+"""Cost of `modeguard.guard()` on every call: resnet18 on CPU, inference at batch 1 and
+training steps at batch 2, with and without the guard side by side (interleaved rounds, medians). Writes benchmarks/results/guard_overhead.json."""
 
 from __future__ import annotations
 
@@ -17,19 +17,19 @@ ROUNDS = 30
 CALLS = 20
 
 
-def timed(model, x) -> float:
+def timed(step, x) -> float:
     start = time.perf_counter()
     for _ in range(CALLS):
-        model(x)
+        step(x)
     return (time.perf_counter() - start) / CALLS
 
 
-def measure(model, x) -> tuple[float, float]:
+def measure(model, step, x) -> tuple[float, float]:
     plain, guarded = [], []
     for _ in range(ROUNDS):
-        plain.append(timed(model, x))
-        with modeguard.guard(model):
-            guarded.append(timed(model, x))
+        plain.append(timed(step, x))
+        with modeguard.guard(model, on="raise"):  # correct code: a finding would stop the benchmark
+            guarded.append(timed(step, x))
     return statistics.median(plain), statistics.median(guarded)
 
 
@@ -41,10 +41,17 @@ def main() -> None:
     with torch.no_grad():
         model.eval()
         model(x)
-        rows.append(("eval, no_grad (inference)", *measure(model, x)))
+        rows.append(("eval, no_grad (inference)", *measure(model, model, x)))
     model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def train_step(batch):
+        optimizer.zero_grad()
+        model(batch).logsumexp(1).mean().backward()
+        optimizer.step()
+
     xb = torch.randn(2, 3, 224, 224)  # training needs >= 2 samples per BatchNorm channel
-    rows.append(("train, grad (batch 2, BatchNorm checks on)", *measure(model, xb)))
+    rows.append(("train step: forward, backward, SGD (batch 2)", *measure(model, train_step, xb)))
     table = results_table(f"guard overhead, resnet18 on CPU (torch {torch.__version__}, {torch.get_num_threads()} threads)", ("setting", "plain (ms)", "guarded (ms)", "overhead"))
     results = []
     for name, plain, guarded in rows:
