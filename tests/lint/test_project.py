@@ -155,6 +155,53 @@ def test_a_loader_class_that_puts_what_it_loads_in_eval_mode_is_silent(tmp_path)
     assert [(path, row, code) for path, row, code, _ in check(tmp_path)] == [("detect.py", 6, "MG101")]
 
 
+PARTS = """\
+    from torch import nn
+
+
+    class double_conv(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, c, 3), nn.BatchNorm2d(c))
+"""
+
+UNET = """\
+    from torch import nn
+    from .parts import *
+
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inc = double_conv(3)
+"""
+
+PREDICT = """\
+    import torch
+    from unet.model import UNet
+
+
+    def predict_img(net, img):
+        with torch.no_grad():
+            return net(img)
+
+
+    if __name__ == "__main__":
+        net = UNet()
+        net.load_state_dict(torch.load("unet.pth", weights_only=True))
+        predict_img(net, image)
+"""
+
+
+def test_layers_reached_through_a_star_import_of_lower_case_classes(tmp_path):
+    files = {"unet/__init__.py": "", "unet/parts.py": PARTS, "unet/model.py": UNET, "predict.py": PREDICT}
+    write(tmp_path, files)
+    [(path, row, code, message)] = check(tmp_path)
+    assert (path, row, code) == ("predict.py", 7, "MG101") and "predict.py:13" in message
+    write(tmp_path, {"unet/parts.py": PARTS.replace(", nn.BatchNorm2d(c)", "")})
+    assert check(tmp_path) == []
+
+
 def test_factory_in_another_file_that_returns_eval_mode(tmp_path):
     write(tmp_path, {
         "models.py": "import torch\n" + textwrap.dedent(NET) + (

@@ -456,6 +456,9 @@ def _summarize_class(ctx, cls, sites_by_func, assigns_by_func) -> ClassSummary:
                 origin = model_value(ctx, assign.value)
                 if origin and (origin.startswith(("call:", "built", "eval")) or origin.split(":", 1)[-1].split(".")[0] in params):
                     model_attrs.append(target)
+                ref = dotted_name(assign.value.func) if isinstance(assign.value, ast.Call) else None
+                if ref and not ref.startswith("self.") and not (ctx.qualname(assign.value.func) or "").startswith("torch."):
+                    constructs.add(_reference(ctx, ref))  # `self.inc = inconv(3, 64)`: a lower-case project class
     return ClassSummary(cls.name, ctx.path, cls.lineno, bases, methods, owns, tuple(sorted(constructs)), tuple(model_attrs))
 
 
@@ -554,6 +557,11 @@ class ProjectIndex:
                 return ("class", module.classes[head])
             if head in module.imports:
                 return self._resolve_absolute(module.path, module.imports[head], depth + 1)
+            for name, target in module.imports.items():  # `from .parts import *`
+                if name.startswith("*") and target.endswith(".*"):
+                    found = self._resolve_absolute(module.path, f"{target[:-2]}.{head}", depth + 1)
+                    if found is not None and found[0] != "module":
+                        return found
             return None
         if head in module.classes:
             return self.method(module.classes[head], rest.split(".")[0], depth)
