@@ -87,6 +87,124 @@ def test_model_without_dropout_or_batchnorm_is_silent(tmp_path):
     assert check(tmp_path) == []
 
 
+FROZEN_ELSEWHERE = """\
+    import torchvision
+
+    resnet = torchvision.models.resnet18()
+    for p in resnet.parameters():
+        p.requires_grad = False
+"""
+
+TEST_LOOP = """\
+    from models import Net
+
+    resnet = Net()
+    for x, y in train_loader:
+        loss_fn(resnet(x), y).backward()
+        optimizer.step()
+    for x, y in test_loader:
+        print(resnet(x).argmax(1))
+"""
+
+
+def test_a_name_frozen_in_an_unrelated_script_is_another_model(tmp_path):
+    write(tmp_path, {"captioning.py": FROZEN_ELSEWHERE, "classify.py": TEST_LOOP, "models.py": NET})
+    assert [(path, row, code) for path, row, code, _ in check(tmp_path)] == [("classify.py", 8, "MG101")]
+
+
+def test_a_name_frozen_in_an_imported_file_stays_frozen(tmp_path):
+    frozen_here = textwrap.dedent(FROZEN_ELSEWHERE) + "\n\ndef build():\n    return resnet\n"
+    write(tmp_path, {"captioning.py": frozen_here, "classify.py": "import captioning\n" + textwrap.dedent(TEST_LOOP), "models.py": NET})
+    assert check(tmp_path) == []
+
+
+BACKEND = """\
+    import torch
+    from torch import nn
+
+
+    def load(path):
+        return torch.load(path, weights_only=False)
+
+
+    class Backend(nn.Module):
+        def __init__(self, path, jit):
+            super().__init__()
+            if jit:
+                model = torch.jit.load(path).eval()
+            else:
+                model = load(path)
+            self.model = model
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x):
+            return self.drop(self.model(x))
+"""
+
+DETECT = """\
+    import torch
+    from backend import Backend
+
+    model = Backend("w.pt", jit=False)
+    with torch.no_grad():
+        print(model(torch.zeros(1)))
+"""
+
+
+def test_a_loader_class_that_puts_what_it_loads_in_eval_mode_is_silent(tmp_path):
+    write(tmp_path, {"backend.py": BACKEND, "detect.py": DETECT})
+    assert check(tmp_path) == []
+    write(tmp_path, {"backend.py": BACKEND.replace("torch.jit.load(path).eval()", "load(path)")})
+    assert [(path, row, code) for path, row, code, _ in check(tmp_path)] == [("detect.py", 6, "MG101")]
+
+
+PARTS = """\
+    from torch import nn
+
+
+    class double_conv(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, c, 3), nn.BatchNorm2d(c))
+"""
+
+UNET = """\
+    from torch import nn
+    from .parts import *
+
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inc = double_conv(3)
+"""
+
+PREDICT = """\
+    import torch
+    from unet.model import UNet
+
+
+    def predict_img(net, img):
+        with torch.no_grad():
+            return net(img)
+
+
+    if __name__ == "__main__":
+        net = UNet()
+        net.load_state_dict(torch.load("unet.pth", weights_only=True))
+        predict_img(net, image)
+"""
+
+
+def test_layers_reached_through_a_star_import_of_lower_case_classes(tmp_path):
+    files = {"unet/__init__.py": "", "unet/parts.py": PARTS, "unet/model.py": UNET, "predict.py": PREDICT}
+    write(tmp_path, files)
+    [(path, row, code, message)] = check(tmp_path)
+    assert (path, row, code) == ("predict.py", 7, "MG101") and "predict.py:13" in message
+    write(tmp_path, {"unet/parts.py": PARTS.replace(", nn.BatchNorm2d(c)", "")})
+    assert check(tmp_path) == []
+
+
 def test_factory_in_another_file_that_returns_eval_mode(tmp_path):
     write(tmp_path, {
         "models.py": "import torch\n" + textwrap.dedent(NET) + (

@@ -209,7 +209,8 @@ class _Indexer:
             if node.module or node.level:
                 prefix = "." * node.level + (node.module or "")
                 for alias in node.names:
-                    ctx.imports[alias.asname or alias.name] = f"{prefix}.{alias.name}" if node.module else f"{prefix}{alias.name}"
+                    target = f"{prefix}.{alias.name}" if node.module else f"{prefix}{alias.name}"
+                    ctx.imports["*" + prefix if alias.name == "*" else alias.asname or alias.name] = target  # one key per star import
             return
         elif kind is ast.Assign:
             ctx.assigns.append((node, scope))

@@ -456,6 +456,9 @@ def _summarize_class(ctx, cls, sites_by_func, assigns_by_func) -> ClassSummary:
                 origin = model_value(ctx, assign.value)
                 if origin and (origin.startswith(("call:", "built", "eval")) or origin.split(":", 1)[-1].split(".")[0] in params):
                     model_attrs.append(target)
+                ref = dotted_name(assign.value.func) if isinstance(assign.value, ast.Call) else None
+                if ref and not ref.startswith("self.") and not (ctx.qualname(assign.value.func) or "").startswith("torch."):
+                    constructs.add(_reference(ctx, ref))  # `self.inc = inconv(3, 64)`: a lower-case project class
     return ClassSummary(cls.name, ctx.path, cls.lineno, bases, methods, owns, tuple(sorted(constructs)), tuple(model_attrs))
 
 
@@ -493,6 +496,7 @@ class ProjectIndex:
         self._events: dict[tuple, list[Event]] = {}
         self._active: set[tuple] = set()
         self._saved = None
+        self._neighbours: dict[str, set[str]] | None = None
         self.frozen = frozenset().union(*(s.frozen for s in summaries))
         self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
             item.receiver.rsplit(".", 1)[-1] for fs in self._functions.values() for item in fs.items if item.kind == "train" and item.receiver
@@ -521,9 +525,28 @@ class ProjectIndex:
     def resolve_import(self, path: str, target: str):
         return self._resolve_absolute(path, target, 1)
 
+    def neighbours(self, path: str) -> set[str]:
+        """The files `path` imports from the project and the files that import it."""
+        if self._neighbours is None:
+            edges: dict[str, set[str]] = {p: set() for p in self.modules}
+            for importer, module in self.modules.items():
+                for target in module.imports.values():
+                    found = self.resolve_import(importer, target)
+                    other = found[1].path if found is not None else None
+                    if other in edges and other != importer:
+                        edges[importer].add(other)
+                        edges[other].add(importer)
+            self._neighbours = edges
+        return self._neighbours.get(path, set())
+
+    def frozen_near(self, path: str) -> frozenset[str]:
+        """Names frozen (requires_grad False) in `path` or a file it shares imports with: a local
+        variable frozen in an unrelated script of the project is another model."""
+        return frozenset().union(*(self.modules[p].frozen for p in {path, *self.neighbours(path)} if p in self.modules))
+
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_callers=None, _events={}, _active=set(), _module_classes={}, _saved=None)
+        state.update(_callers=None, _events={}, _active=set(), _module_classes={}, _saved=None, _neighbours=None)
         return state
 
     def _member(self, module: ModuleSummary, head: str, rest: str, depth: int):
@@ -534,6 +557,11 @@ class ProjectIndex:
                 return ("class", module.classes[head])
             if head in module.imports:
                 return self._resolve_absolute(module.path, module.imports[head], depth + 1)
+            for name, target in module.imports.items():  # `from .parts import *`
+                if name.startswith("*") and target.endswith(".*"):
+                    found = self._resolve_absolute(module.path, f"{target[:-2]}.{head}", depth + 1)
+                    if found is not None and found[0] != "module":
+                        return found
             return None
         if head in module.classes:
             return self.method(module.classes[head], rest.split(".")[0], depth)
@@ -903,6 +931,8 @@ class ProjectIndex:
             init = self.method(cls, "__init__")
             if init is not None and any(e.kind == "eval" and (e.receiver or "").split(".")[0] == "self" for e in self.events(init[1])):
                 return "eval", f"{cls.name}.__init__ calls eval()"
+            if init is not None and any(e.kind == "eval" or (e.kind == "assign" and e.origin == "eval") for e in self.events(init[1])):
+                return None, ""  # a loader/wrapper that puts the model it holds in eval mode itself
             if not self.has_mode_layers(cls):
                 return None, f"{cls.name} {NO_MODE_LAYERS}"
             return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"

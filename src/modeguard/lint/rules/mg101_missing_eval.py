@@ -59,6 +59,10 @@ class MissingEval(Rule):
         # GAN progress samples inside the training loop: bookkeeping, not inference
         "for epoch in range(5):\n    for real in loader:\n        loss_fn(netD(real), netD(netG(noise()))).backward()\n"
         "        opt_d.step()\n        with torch.no_grad():\n            fake = netG(fixed_noise)\n",
+        # gradient accumulation: features cached under no_grad, then the backward in an inner loop
+        "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))\nfor x, y in loader:\n    if accum == 1:\n        loss_fn(model(x), y).backward()\n    else:\n"
+        "        with torch.no_grad():\n            cached = model(x)\n        for j in range(accum):\n"
+        "            loss_fn(model(x[j]), cached).backward()\n    optimizer.step()\n",
         # a model without Dropout or BatchNorm: its mode changes nothing
         "model = nn.Linear(4, 2)\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
         "with torch.no_grad():\n    print(model(test_x))\n",
@@ -129,7 +133,8 @@ class MissingEval(Rule):
     def _model_receiver(ctx, project, receiver) -> bool:
         """Not a frozen/teacher/EMA copy, not a function or class: a model instance (that it is
         a module in training mode is what the path evidence must show)."""
-        if NOT_TRAINED_RE.search(receiver) or receiver.split(".")[-1] in project.frozen:
+        frozen = project.frozen if "." in receiver else project.frozen_near(ctx.path)
+        if NOT_TRAINED_RE.search(receiver) or receiver.split(".")[-1] in frozen:
             return False
         head = receiver.split(".")[0]
         return not (head in ctx.imports or (head != "self" and project.resolve(ctx.path, head) is not None))
@@ -200,12 +205,14 @@ def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_train
     evaluation function, after load_state_dict, or after the training loop."""
     by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
     backward = [e for e in events if e.kind == "backward" and not e.grad_off]
-    # the innermost loops that run backward(): an evaluation after one of them (even inside the
-    # epoch loop) sees the model as training left it
+    # the loops that run backward() themselves, not only through a nested loop: an evaluation
+    # after one of them (even inside the epoch loop) sees the model as training left it
     training_loops = [
         loop for loop in loops
-        if any(_inside(loop, e) for e in backward)
-        and not any(other is not loop and _contains(loop, other) and any(_inside(other, e) for e in backward) for other in loops)
+        if any(
+            _inside(loop, e) and not any(_contains(loop, other) and _inside(other, e) for other in loops)
+            for e in backward
+        )
     ]
     trains = bool(backward)
     for event in events:

@@ -25,6 +25,12 @@ class UnregisteredSubmodules(Rule):
         "class Encoder(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.blocks = [Block(d) for _ in range(4)]\n\n\nclass Block(nn.Module):\n    pass\n",
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layers = [nn.Linear(4, 4), nn.Dropout(0.1)]\n",
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.heads = []\n        for _ in range(3):\n            self.heads.append(nn.Linear(4, 2))\n",
+        # a module bound to a local name first, then appended
+        "class Net(nn.Module):\n    def __init__(self, ps):\n        super().__init__()\n        self.drops = []\n"
+        "        for p in ps:\n            drop = nn.Dropout(p)\n            self.drops.append(drop)\n",
+        # appended under an isinstance(..., nn.Module) check
+        "class Merge(nn.Module):\n    def __init__(self, layers):\n        super().__init__()\n        self.parts = []\n"
+        "        for layer in layers:\n            if isinstance(layer, nn.Module):\n                self.parts.append(layer)\n",
     )
     valid = (
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Dropout(0.1)])\n",
@@ -32,6 +38,12 @@ class UnregisteredSubmodules(Rule):
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.blocks = [nn.Linear(4, 4)]\n        self.blocks = nn.ModuleList(self.blocks)\n",
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.sizes = [64, 128]\n        self.names = ['a', 'b']\n",
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.blocks = [nn.Linear(4, 4)]\n        for i, b in enumerate(self.blocks):\n            self.add_module(f'block{i}', b)\n",
+        # a local name bound to a size, not a module, appended
+        "class Net(nn.Module):\n    def __init__(self, ps):\n        super().__init__()\n        self.sizes = []\n"
+        "        for p in ps:\n            size = int(p * 4)\n            self.sizes.append(size)\n",
+        # each layer also registered through setattr(self, ...)
+        "class Net(nn.Module):\n    def __init__(self, n):\n        super().__init__()\n        self.bns = []\n"
+        "        for i in range(n):\n            bn = nn.BatchNorm1d(10)\n            setattr(self, f'bn{i}', bn)\n            self.bns.append(bn)\n",
     )
 
     def check(self, ctx):
@@ -51,13 +63,16 @@ class UnregisteredSubmodules(Rule):
                         attrs.setdefault(attr, (node, node.value))
                     elif attr and _is_wrapper_call(ctx, node.value):
                         wrapped.add(attr)
+            bound = _module_names(ctx, cls)
             for node in calls_of.get(id(cls), []):
                 func = node.func
                 if isinstance(func, ast.Attribute) and func.attr in ("add_module", "register_module"):
                     registers = True
+                elif isinstance(func, ast.Name) and func.id == "setattr" and node.args and _is_self(node.args[0]):
+                    registers = True  # setattr(self, f"fc{i}", fc): registered under another name
                 elif isinstance(func, ast.Attribute) and func.attr in ("append", "extend", "insert"):
                     attr = _self_attr(func.value)
-                    if attr and any(_builds_module(ctx, a) for a in node.args):
+                    if attr and any(_builds_module(ctx, a) or (isinstance(a, ast.Name) and (a.id, node) in bound) for a in node.args):
                         appended.setdefault(attr, node)
                 for arg in node.args:  # nn.ModuleList(self.blocks), nn.Sequential(*self.blocks)
                     inner = arg.value if isinstance(arg, ast.Starred) else arg
@@ -96,6 +111,10 @@ def _by_class(items) -> dict[int, list[ast.AST]]:
     return grouped
 
 
+def _is_self(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
+
+
 def _self_attr(node: ast.AST) -> str | None:
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
         return node.attr
@@ -117,6 +136,34 @@ def _builds_module(ctx, node: ast.AST) -> bool:
     if last in ctx.module_classes:
         return True
     return name.startswith("torch.nn.") and last[:1].isupper() and not STATELESS_RE.search(last)
+
+
+def _module_names(ctx, cls: ast.ClassDef) -> set[tuple[str, ast.Call]]:
+    """(name, call) where a call's Name argument holds a module: bound by `name = Module(...)`
+    in the same method, or the call sits under `if isinstance(name, nn.Module)`."""
+    found = set()
+    for func in cls.body:
+        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        built = {
+            t.id for node in ast.walk(func) if isinstance(node, ast.Assign) and _builds_module(ctx, node.value)
+            for t in node.targets if isinstance(t, ast.Name)
+        }
+        for node in ast.walk(func):
+            if isinstance(node, ast.Call):
+                found.update((a.id, node) for a in node.args if isinstance(a, ast.Name) and a.id in built)
+            elif isinstance(node, ast.If) and _isinstance_module(ctx, node.test):
+                name = node.test.args[0].id
+                found.update((name, call) for stmt in node.body for call in ast.walk(stmt) if isinstance(call, ast.Call))
+    return found
+
+
+def _isinstance_module(ctx, test: ast.AST) -> bool:
+    return (
+        isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and test.func.id == "isinstance"
+        and len(test.args) == 2 and isinstance(test.args[0], ast.Name)
+        and (ctx.qualname(test.args[1]) or "") in ("torch.nn.Module", "torch.nn.modules.module.Module")
+    )
 
 
 def _container_builds_modules(ctx, value: ast.AST) -> bool:
