@@ -12,6 +12,7 @@ import pytest
 import modeguard
 from modeguard.lint import runner
 from modeguard.lint.engine import Selection, lint_source
+from modeguard.lint.engine import check as runner_check
 from modeguard.lint.files import discover
 from modeguard.lint.runner import lint_paths
 
@@ -358,3 +359,17 @@ def test_cli_checks_the_project_whole(tmp_path):
     )
     assert result.returncode == 1, result.stderr
     assert "evaluation.py:6" in result.stdout and "MG101" in result.stdout
+
+
+def test_cache_is_not_served_once_the_linter_itself_changed(tmp_path):
+    project, cache = tmp_path / "project", tmp_path / "cache"
+    write(project, {"evaluate.py": textwrap.dedent(EVALUATE) + "\n\nmodel = Net()\nevaluate(model, [1])\n"})
+    first = check(project, cache)
+    assert [code for _, _, code, _ in first] == ["MG101"]
+    assert check(project, cache) == first  # served from the cache
+    checked = []
+    with pytest.MonkeyPatch.context() as patch:  # as after an upgrade or an edit of a rule
+        patch.setattr(runner, "_linter_stamps", lambda: ["another linter"])
+        patch.setattr(runner, "check", lambda ctx, *args: checked.append(ctx.path) or runner_check(ctx, *args))
+        assert check(project, cache) == first
+    assert checked  # checked again, not served

@@ -62,13 +62,20 @@ def check_one(path: Path, selection: Selection, project: ProjectIndex | None = N
     return check_file(ctx, project or _worker_project, selection) if ctx is not None else problems
 
 
+def _linter_stamps() -> list[str]:
+    """The linter's own sources by mtime and size: findings cached by other rule code (an
+    upgrade, an editable install being worked on) are never served."""
+    root = Path(__file__).parent
+    return [f"{p.relative_to(root)}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sorted(root.rglob("*.py"))]
+
+
 class Cache:
     """Per file: (mtime, size) -> its summary and parse problems; and its findings under the key
     of the selection plus the summaries of every file it depends on or that depends on it."""
 
     def __init__(self, directory: Path | None, selection: Selection):
         self.file = directory / f"v{__version__}.pickle" if directory else None
-        settings = [*sorted(selection.codes), f"noqa={selection.honour_noqa}"]
+        settings = [*sorted(selection.codes), f"noqa={selection.honour_noqa}", *_linter_stamps()]
         self.key = hashlib.sha1(",".join(settings).encode()).hexdigest()
         self.run_file = directory / f"v{__version__}.last-run.pickle" if directory else None
         self._entries: dict[str, dict] | None = None
@@ -122,7 +129,7 @@ class Cache:
         if self.file is None or entry is None:
             return None
         try:
-            if entry["stamp"] != self._stamp(path):
+            if entry["stamp"] != self._stamp(path) or entry.get("key") != self.key:
                 return None
         except OSError:
             return None
@@ -130,7 +137,7 @@ class Cache:
 
     def put_summary(self, path: Path, summary, problems, digest) -> None:
         try:
-            self.entries[str(path)] = {"stamp": self._stamp(path), "summary": summary, "problems": problems, "digest": digest, "findings": {}}
+            self.entries[str(path)] = {"stamp": self._stamp(path), "key": self.key, "summary": summary, "problems": problems, "digest": digest, "findings": {}}
         except OSError:
             pass
 
