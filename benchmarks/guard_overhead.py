@@ -3,6 +3,7 @@ training steps at batch 2, with and without the guard side by side (interleaved 
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -24,9 +25,9 @@ def timed(step, x) -> float:
     return (time.perf_counter() - start) / CALLS
 
 
-def measure(model, step, x) -> tuple[float, float]:
+def measure(model, step, x, rounds: int) -> tuple[float, float]:
     plain, guarded = [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         plain.append(timed(step, x))
         with modeguard.guard(model, on="raise"):  # correct code: a finding would stop the benchmark
             guarded.append(timed(step, x))
@@ -34,6 +35,9 @@ def measure(model, step, x) -> tuple[float, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds per setting")
+    rounds = parser.parse_args().rounds
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None)
     x = torch.randn(1, 3, 224, 224)
@@ -41,7 +45,7 @@ def main() -> None:
     with torch.no_grad():
         model.eval()
         model(x)
-        rows.append(("eval, no_grad (inference)", *measure(model, model, x)))
+        rows.append(("eval, no_grad (inference)", *measure(model, model, x, rounds)))
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
 
@@ -51,7 +55,7 @@ def main() -> None:
         optimizer.step()
 
     xb = torch.randn(2, 3, 224, 224)  # training needs >= 2 samples per BatchNorm channel
-    rows.append(("train step: forward, backward, SGD (batch 2)", *measure(model, train_step, xb)))
+    rows.append(("train step: forward, backward, SGD (batch 2)", *measure(model, train_step, xb, rounds)))
     table = results_table(f"guard overhead, resnet18 on CPU (torch {torch.__version__}, {torch.get_num_threads()} threads)", ("setting", "plain (ms)", "guarded (ms)", "overhead"))
     results = []
     for name, plain, guarded in rows:
