@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 
 from modeguard.findings import Edit, Finding, Fix, Location
 from modeguard.lint.context import FileContext
-from modeguard.lint.engine import Selection, check, index_file, parse
-from modeguard.lint.project import ProjectIndex, short_path
+from modeguard.lint.engine import Selection, parse
+from modeguard.lint.project import short_path
 from modeguard.lint.fixes import apply_fixes, unified_diff
 from modeguard.lint.rules import RULES_BY_CODE
 
@@ -329,19 +329,6 @@ def _cells_in_message(finding: Finding, program: Program) -> Finding:
         return f"{match.group(1)}:cell {cell.number}:{row}"
 
     return replace(finding, message=re.sub(rf"({name}):(\d+)\b", in_cell, finding.message)) if program.cells else finding
-
-
-def lint_notebook(path: str, data: bytes, selection: Selection, project: ProjectIndex | None = None) -> list[Finding]:
-    """Every selected rule on the notebook's code cells (the notebook is its own project unless
-    `project` is given); a cell that does not parse is an MG100 diagnostic for that cell and
-    the other cells are still checked."""
-    ctx, problems = parse_notebook(path, data, selection)
-    if ctx is None:
-        return problems
-    if project is None:
-        summary = index_file(ctx)
-        project = ProjectIndex([summary] if summary else [])
-    return notebook_findings(ctx.notebook, check(ctx, project, selection))
 
 
 def _parsable(cells: list[Cell]) -> tuple[list[Cell], dict[int, tuple[str, int, int]]]:

@@ -9,6 +9,7 @@ from modeguard.lint.rule import Rule
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
 FRAMEWORK_HOOK_RE = re.compile(r"(_step$|_step_end$|^on_|_epoch_end$)")  # Lightning hooks
 EVAL_LOADER_RE = re.compile(r"(test|val|valid|eval|dev|holdout)", re.I)
+CALIBRATION_RE = re.compile(r"(calibrat|update_bn|running stat)", re.I)
 RECALIBRATION_RE = re.compile(r"(recalib|calibrat|update_bn|bn_stat|batch ?norm|\bbn\b|mc.?dropout|monte|mc_|dropout)", re.I)
 
 
@@ -46,6 +47,7 @@ class MissingEval(Rule):
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
     )
     valid = (
+        "def calibrated_net():\n    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))\n    with torch.no_grad():\n        model(torch.randn(64, 4))  # fills the running statistics\n    return model\n\n\nnet = calibrated_net()\n",
         "model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # nothing depends on the mode\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\nwith torch.no_grad():\n    preds = model(test_x)\n",
         "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nmodel.eval()\nwith torch.no_grad():\n    preds = model(images)\n",
         "def evaluate(model, loader):\n    with torch.no_grad():\n        return [model(x) for x in loader]\n\n\ndef main():\n    model = Net()\n    model.eval()\n    evaluate(model, loader)\n",
@@ -81,7 +83,6 @@ class MissingEval(Rule):
         if module is None:
             return
         nodes = {(site.node.lineno, site.node.col_offset): site.node for site in ctx.calls}
-        functions = {id(func): scope for func, scope in ctx.functions}
         summaries = [(func, scope, module.functions.get(_local(func, scope))) for func, scope in ctx.functions]
         summaries.append((None, None, module.module_level))
         loops = _loops_by_function(ctx)
@@ -334,6 +335,8 @@ def _recalibration(ctx, fs, events, site, receiver) -> bool:
     """`model.train()` then forwards under no_grad, no backward, no eval() or checkpoint before
     the train(): BatchNorm recalibration or Monte-Carlo dropout, on purpose."""
     before = [e for e in events if (e.line, e.col) < (site.line, site.col)]
+    if _says_calibration(ctx, fs, site) and not any(e.kind in ("backward", "eval", "load") for e in before):
+        return True
     for event in reversed(before):
         if event.kind == "backward":
             return False
@@ -346,6 +349,15 @@ def _recalibration(ctx, fs, events, site, receiver) -> bool:
             earlier = [e for e in before if (e.line, e.col) < (event.line, event.col)]
             return not any(e.kind in ("eval", "load") and related(e.receiver, receiver) for e in earlier)
     return False
+
+
+def _says_calibration(ctx, fs, site) -> bool:
+    """The function's name, or a comment between its start and the forward, says the forwards
+    calibrate BatchNorm statistics (a fresh model run under no_grad to fill running stats)."""
+    if CALIBRATION_RE.search(fs.name):
+        return True
+    first = max(site.line - 40, 1)
+    return any("#" in line and CALIBRATION_RE.search(line.split("#", 1)[1]) for line in ctx.lines[first - 1 : site.line])
 
 
 _REASONS = {
