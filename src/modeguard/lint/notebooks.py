@@ -315,7 +315,10 @@ def notebook_findings(notebook: NotebookSource, findings: list[Finding]) -> list
     program = notebook.program
     wanted = {f.location.cell for f in diagnostics} | {program.cell_at(f.location.row)[0].number for f in findings if program.cells}
     file_rows = source_rows(notebook.text, notebook.sources, wanted)
-    placed = [replace(f, location=_with_file_row(f.location, file_rows), end_location=_with_file_row(f.location, file_rows)) for f in diagnostics]
+    placed = []
+    for finding in diagnostics:
+        location = _with_file_row(finding.location, file_rows)
+        placed.append(replace(finding, location=location, end_location=location))
     return placed + [_cells_in_message(program.map_finding(f, file_rows), program) for f in findings]
 
 

@@ -4,6 +4,7 @@ that a change in one file re-checks the files that depend on it."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import os
@@ -62,11 +63,16 @@ def check_one(path: Path, selection: Selection, project: ProjectIndex | None = N
     return check_file(ctx, project or _worker_project, selection) if ctx is not None else problems
 
 
-def _linter_stamps() -> list[str]:
+@functools.cache
+def _linter_stamps() -> tuple[str, ...]:
     """The linter's own sources by mtime and size: findings cached by other rule code (an
-    upgrade, an editable install being worked on) are never served."""
+    upgrade, an editable install being worked on) are never served. Read once per process."""
     root = Path(__file__).parent
-    return [f"{p.relative_to(root)}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sorted(root.rglob("*.py"))]
+    stamps = []
+    for path in sorted(root.rglob("*.py")):
+        stat = path.stat()
+        stamps.append(f"{path.relative_to(root)}:{stat.st_mtime_ns}:{stat.st_size}")
+    return tuple(stamps)
 
 
 class Cache:
