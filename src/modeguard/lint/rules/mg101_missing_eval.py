@@ -1,7 +1,9 @@
 import ast
+import dataclasses
 import re
+import weakref
 
-from modeguard.lint.context import dotted_name
+from modeguard.lint.context import compatible, condition_holds, dotted_name
 from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
 from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, short_path, related
 from modeguard.lint.rule import Rule
@@ -45,6 +47,20 @@ class MissingEval(Rule):
         # a class that trains its model in one method and samples from it in another
         "class Synth:\n    def fit(self, data):\n        self.generator = Generator()\n        for x in data:\n"
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
+        # a test batch drawn every 10 iterations inside the training loop, in training mode
+        "model = Net()\nfor i, (x, y) in enumerate(train_loader):\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
+        "    if i % 10 == 0:\n        tx, ty = next(iter(test_loader))\n        print(loss_fn(model(tx), ty).item())\n",
+        # one step function for every phase: train() unconditional, backward() only for 'train'
+        "def run_batch(model, x, y, phase):\n    model.train()\n    loss = loss_fn(model(x), y)\n    if phase == 'train':\n"
+        "        loss.backward()\n        optimizer.step()\n    return loss.item()\n",
+        # a library's evaluation function paired with its training function, which leaves the model training
+        "def mlp_train(model, loader, optimizer):\n    model.train()\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n"
+        "        optimizer.step()\n    return model\n\n\ndef mlp_test(model, loader):\n    return [model(x).argmax(1) for x in loader]\n",
+        # a base class runs the policy for rollouts; its subclass trains it; nobody calls eval()
+        "class Algorithm:\n    def collect(self, obs):\n        with torch.no_grad():\n            return self.policy(obs)\n\n\n"
+        "class PPO(Algorithm):\n    def __init__(self):\n        self.policy = Policy()\n"
+        "        self.optimizer = torch.optim.Adam(self.policy.parameters())\n\n    def update(self, batch):\n"
+        "        self.policy(batch).mean().backward()\n        self.optimizer.step()\n",
     )
     valid = (
         "def calibrated_net():\n    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))\n    with torch.no_grad():\n        model(torch.randn(64, 4))  # fills the running statistics\n    return model\n\n\nnet = calibrated_net()\n",
@@ -75,6 +91,27 @@ class MissingEval(Rule):
         "class Exp:\n    def _step(self, x):\n        return self.model(x)\n\n    def load(self, p):\n"
         "        self.model.load_state_dict(torch.load(p, weights_only=True))\n\n    def train(self, loader):\n"
         "        self.model.train()\n        for x in loader:\n            loss = self._step(x)\n            loss.backward()\n",
+        # the periodic test batch evaluated in eval mode, training mode restored after it
+        "model = Net()\nfor i, (x, y) in enumerate(train_loader):\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
+        "    if i % 10 == 0:\n        model.eval()\n        tx, ty = next(iter(test_loader))\n        with torch.no_grad():\n"
+        "            print(model(tx).argmax(1))\n        model.train()\n",
+        # a batch from the validation loader that is trained on (meta-learning): not inference
+        "model = Net()\nfor x, y in train_loader:\n    loss_fn(model(x), y).backward()\n    vx, vy = next(val_iter)\n"
+        "    loss_fn(model(vx), vy).backward()\n    optimizer.step()\n",
+        # the mode follows the phase parameter
+        "def run_batch(model, x, y, phase):\n    model.train(phase == 'train')\n    loss = loss_fn(model(x), y)\n    if phase == 'train':\n"
+        "        loss.backward()\n        optimizer.step()\n    return loss.item()\n",
+        # every caller passes the training phase: the backward() branch is always taken
+        "def run_batch(model, x, y, phase):\n    model.train()\n    loss = loss_fn(model(x), y)\n    if phase == 'train':\n"
+        "        loss.backward()\n    return loss\n\n\nmodel = Net()\nfor x, y in loader:\n    run_batch(model, x, y, 'train')\n",
+        # the evaluation function of the pair switches to eval itself
+        "def mlp_train(model, loader, optimizer):\n    model.train()\n    for x, y in loader:\n        loss_fn(model(x), y).backward()\n"
+        "        optimizer.step()\n    return model\n\n\ndef mlp_test(model, loader):\n    model.eval()\n    return [model(x).argmax(1) for x in loader]\n",
+        # the algorithm family switches the policy's mode through its own method
+        "class Algorithm:\n    def collect(self, obs):\n        self.policy.set_training_mode(False)\n        with torch.no_grad():\n"
+        "            return self.policy(obs)\n\n\nclass PPO(Algorithm):\n    def __init__(self):\n        self.policy = Policy()\n"
+        "        self.optimizer = torch.optim.Adam(self.policy.parameters())\n\n    def update(self, batch):\n"
+        "        self.policy.set_training_mode(True)\n        self.policy(batch).mean().backward()\n        self.optimizer.step()\n",
     )
 
     def check(self, ctx):
@@ -101,20 +138,26 @@ class MissingEval(Rule):
             restored, (trained, helpers) = restored_by_class.get(fs.cls, (frozenset(), ({}, frozenset())))
             if fs.name in helpers:
                 trained = {}  # part of the training itself
-            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained):
+            fetches = _eval_batch_fetches(ctx, func)
+            companion = _companion_training(project, module, fs)
+            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained, fetches, project, companion):
                 receiver = site.receiver
                 if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver):
                     continue
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
                     mode, why = _class_evidence(project, module, fs, receiver)
-                if mode != "train" or _recalibration(ctx, fs, events, site, receiver):
+                    if mode is None and not why:
+                        mode, why = _subclass_evidence(project, module, fs, receiver)
+                if mode is None and companion is not None and receiver.split(".")[0] in fs.params and not project.callers(fs):
+                    mode, why = _companion_mode(project, fs, companion[0], receiver)
+                if mode != "train" or (not reason.startswith(TRAINING_FUNCTION_REASONS) and _recalibration(ctx, fs, events, site, receiver)):
                     continue
                 reported.add(receiver)
                 yield self.finding(
                     ctx,
                     nodes[(site.line, site.col)],
-                    f"{receiver} runs inference ({_REASONS[reason]}) in training mode: {why}; "
+                    f"{receiver} runs inference ({_REASONS.get(reason, reason)}) in training mode: {why}; "
                     f"no {receiver}.eval() on that path, so Dropout and BatchNorm behave as in training",
                     f"call {receiver}.eval() first (torch.no_grad() does not change the mode)",
                 )
@@ -201,7 +244,7 @@ def _class_training(project, module, cls_name):
     return trained, frozenset(helpers)
 
 
-def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None):
+def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None, fetches=(), project=None, companion=None):
     """Direct forwards of `fs` that are inference: under no_grad/inference_mode, in an
     evaluation function, after load_state_dict, or after the training loop."""
     by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
@@ -226,6 +269,13 @@ def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_train
             # a training function: its no_grad forwards inside the loop are bookkeeping (GAN
             # samples, targets); only what runs after the training loop is inference
             if any(_inside(loop, event) for loop in training_loops):
+                fetch = _test_batch(event, fetches, backward, training_loops)
+                if fetch is not None:
+                    yield event, f"on a test batch (next({fetch[2]}) at line {fetch[0]}) inside the training loop, no backward() after it"
+                continue
+            gate = _phase_gate(fs, event, events, backward, project)
+            if gate is not None:
+                yield gate
                 continue
             if not any((e.line, e.col) < position for e in backward):
                 continue
@@ -238,12 +288,140 @@ def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_train
             yield event, "no-grad"
         elif by_name:
             yield event, "function"
+        elif companion is not None and event.receiver.split(".")[0] in fs.params and not project.callers(fs):
+            yield event, companion[1]
         elif any(_restores(e, event.receiver) and (e.line, e.col) < position for e in events):
             yield event, "restored"
         elif fs.name != "__init__" and any(related(event.receiver, r) for r in restored):
             yield event, "restored"
         elif class_trained and fs.name != "__init__" and event.receiver in class_trained:
             yield event, "after-fit"
+
+
+def _eval_batch_fetches(ctx, func) -> list[tuple[int, int, str]]:
+    """`next(iter(test_loader))`, `next(enumerate(val_loader))`, `next(val_iter)` in `func`: a
+    batch drawn from an evaluation loader, (line, col, loader)."""
+    found = []
+    for site in ctx.calls_in(func):
+        call = site.node
+        if isinstance(call.func, ast.Name) and call.func.id == "next" and call.args:
+            loader = call.args[0]
+            if isinstance(loader, ast.Call) and dotted_name(loader.func) in ("iter", "enumerate", "tqdm", "tqdm.tqdm") and loader.args:
+                loader = loader.args[0]
+            text = dotted_name(loader)
+            if text is not None and EVAL_LOADER_RE.search(text.rsplit(".", 1)[-1]):
+                found.append((call.lineno, call.col_offset, text))
+    return found
+
+
+def _test_batch(event, fetches, backward, training_loops):
+    """A forward inside the training loop on a batch drawn from an evaluation loader after that
+    iteration's backward(), with no backward() of its own: the periodic test batch (the fetch)."""
+    position = (event.line, event.col)
+    for loop in training_loops:
+        if not _inside(loop, event):
+            continue
+        inside = [b for b in backward if _inside(loop, b)]
+        for line, col, loader in fetches:
+            fetch = (line, col)
+            if _inside(loop, _At(line, col)) and fetch < position and any((b.line, b.col) < fetch for b in inside) and not any(
+                b.line >= event.line and compatible(b.conds, event.conds) for b in inside  # `loss_fn(model(x)).backward()` starts first
+            ):
+                return line, col, loader
+    return None
+
+
+class _At:
+    """A bare source position, for `_inside`."""
+
+    __slots__ = ("line", "col")
+
+    def __init__(self, line, col):
+        self.line, self.col = line, col
+
+
+PHASE_PARAM_RE = re.compile(r"train", re.I)
+# sites in a function that trains the model: its train() is for the backward(), not a recalibration
+TRAINING_FUNCTION_REASONS = ("on a test batch", "for a phase other than training")
+
+
+def _phase_gate(fs, event, events, backward, project):
+    """A forward before a backward() that runs only for one value of a parameter
+    (`if phase == 'train': loss.backward()`) while the forward runs for every value: on the
+    other phase (validation) it is inference. Returns (the forward on that path, the reason)."""
+    if not backward or event.grad_off:
+        return None
+    if any(e.kind == "train" and e.origin == "variable" and related(e.receiver, event.receiver) for e in events):
+        return None  # `model.train(phase == "train")`: the mode follows the phase
+    shared = set.intersection(*({c for c in b.conds} for b in backward))
+    for key, taken, simple in sorted(shared, key=str):
+        if simple is None or simple[0] not in fs.params or any(k == key for k, _, _ in event.conds):
+            continue
+        name, value, _ = simple
+        if not ((isinstance(value, str) and PHASE_PARAM_RE.search(value)) or (value is True and PHASE_PARAM_RE.search(name))):
+            continue  # not a training/validation switch
+        if not any((b.line, b.col) > (event.line, event.col) for b in backward):
+            continue
+        if project is not None and _callers_always_train(project, fs, name, (key, taken, simple)):
+            continue
+        test = f"`{key}`" if taken else f"not `{key}`"
+        other = dataclasses.replace(event, conds=(*event.conds, (key, not taken, simple)))
+        return other, f"for a phase other than training: backward() runs only when {test}"
+    return None
+
+
+def _callers_always_train(project, fs, param, cond) -> bool:
+    """Every project caller passes a constant for `param` that takes the backward() branch."""
+    callers = project.callers(fs)
+    if not callers:
+        return False
+    index = str(fs.params.index(param))
+    for _, item in callers:
+        constants = dict(item.constants)
+        value = constants.get(param, constants.get(index, _MISSING))
+        if value is _MISSING or condition_holds(cond, {param: value}) is not True:
+            return False
+    return True
+
+
+_MISSING = object()
+
+
+INFERENCE_TOKENS = frozenset(("test", "eval", "evaluate", "evaluation", "val", "valid", "validate", "validation", "predict", "infer", "inference"))
+
+
+def _companion_training(project, module, fs):
+    """The training function that pairs with an evaluation function by name in the same module
+    or class (`dnn_train_model` for `dnn_test_model`, `train_epoch` for `valid_epoch`):
+    (its summary, the reason text), or None."""
+    tokens = fs.name.split("_")
+    for i, token in enumerate(tokens):
+        if token.lower() not in INFERENCE_TOKENS:
+            continue
+        for word in ("train", "training", "fit"):
+            name = "_".join([*tokens[:i], word, *tokens[i + 1 :]])
+            found = module.functions.get(f"{fs.cls}.{name}" if fs.cls else name)
+            if found is not None and found is not fs:
+                return found, f"in {fs.name}(), the evaluation counterpart of {found.name}() at {short_path(found.path)}:{found.line}"
+    return None
+
+
+def _companion_mode(project, fs, train_fs, receiver):
+    """The mode in which the paired training function leaves the model it is given under the
+    same parameter name: an evaluation API meant to run on what the training API returns."""
+    head = receiver.split(".")[0]
+    if head not in train_fs.params:
+        return None, ""
+    events = project.events(train_fs)
+    if not any(e.kind == "backward" and not e.grad_off for e in events):
+        return None, ""
+    if not any(e.kind in ("forward", "train") and not e.grad_off and related(e.receiver, receiver) for e in events):
+        return None, ""
+    end = max((e.line for e in events), default=train_fs.line) + 1
+    mode, why = project.mode_at(train_fs, receiver, end, 0)
+    if mode != "train":
+        return None, ""
+    return "train", f"{train_fs.name}() leaves {receiver} in training mode ({why})"
 
 
 def _restores(event, receiver) -> bool:
@@ -329,6 +507,85 @@ def _class_evidence(project, module, fs, receiver):
                     f"({why}) and no method of {cls.name} calls eval() on it"
                 )
     return None, ""
+
+
+_SUBCLASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+MODE_METHOD_RE = re.compile(r"^(set_)?(training_mode|train_mode|eval_mode|train|eval|mode)$")
+
+
+def _subclasses(project, cls):
+    """The project classes that derive from `cls` (directly or through other project classes)."""
+    table = _SUBCLASSES.get(project)
+    if table is None:
+        table = {}
+        for module in project.modules.values():
+            for sub in module.classes.values():
+                for base in sub.bases:
+                    found = project.resolve(sub.path, base)
+                    if found is not None and found[0] == "class":
+                        table.setdefault((found[1].path, found[1].name), []).append(sub)
+        _SUBCLASSES[project] = table
+    out, todo, seen = [], [cls], set()
+    while todo and len(out) < 50:
+        current = todo.pop()
+        for sub in table.get((current.path, current.name), ()):
+            if id(sub) not in seen:
+                seen.add(id(sub))
+                out.append(sub)
+                todo.append(sub)
+    return out
+
+
+def _subclass_evidence(project, module, fs, receiver):
+    """A base class that runs inference on `self.x` while a subclass trains it (an algorithm
+    base class whose `learn()` loop alternates rollouts and the subclass's `train()`), and no
+    class of the family switches the mode of `self.x`: it is in training mode."""
+    cls = module.classes.get(fs.cls)
+    last = receiver.rsplit(".", 1)[-1]
+    if cls is None or last in project.evaluated or not (last in project.trained or MODEL_NAME_RE.search(last)):
+        return None, ""
+    family = [cls, *_subclasses(project, cls)]
+    if len(family) == 1:
+        return None, ""
+    trainer = None
+    for member in family:
+        members = project.modules[member.path].functions
+        for name in member.methods:
+            method = members.get(f"{member.name}.{name}")
+            if method is None:
+                continue
+            for item in method.items:
+                if item.receiver == "self" and not project.is_module_class(member):
+                    continue  # `self.train()` of an algorithm class: its own method, not Module.train
+                if item.kind in ("eval", "train") and related(item.receiver, receiver):
+                    return None, ""  # the family switches its mode somewhere
+                if item.kind == "call" and (item.receiver or "").startswith(f"obj:{receiver}.") and MODE_METHOD_RE.search(item.receiver.rsplit(".", 1)[-1]):
+                    return None, ""  # `self.policy.set_training_mode(False)`
+            if trainer is None and member is not cls and _trains_attribute(project, method, receiver):
+                trainer = method
+    if trainer is None:
+        return None, ""
+    backward = next(e for e in project.events(trainer) if e.kind == "backward" and not e.grad_off)
+    return "train", (
+        f"{trainer.cls}.{trainer.name}() (a subclass of {cls.name}) trains {receiver} (backward() at "
+        f"{short_path(trainer.path)}:{backward.line}) and no class of that family calls {receiver}.eval()"
+    )
+
+
+def _trains_attribute(project, method, receiver) -> bool:
+    """backward() with autograd on, and `receiver` run (its forward or a method of it) or
+    stepped (`self.policy.optimizer.step()`) with autograd on."""
+    events = project.events(method)
+    if not any(e.kind == "backward" and not e.grad_off for e in events):
+        return False
+    return any(
+        not e.grad_off and (
+            (e.kind == "forward" and related(e.receiver, receiver))
+            or (e.kind == "step" and (e.receiver or "").startswith(receiver + "."))
+            or (e.kind == "call" and (e.receiver or "").startswith(f"obj:{receiver}."))
+        )
+        for e in events
+    )
 
 
 def _recalibration(ctx, fs, events, site, receiver) -> bool:
