@@ -139,7 +139,7 @@ class MissingEval(Rule):
             if fs.name in helpers:
                 trained = {}  # part of the training itself
             fetches = _eval_batch_fetches(ctx, func)
-            companion = _companion_training(project, module, fs)
+            companion = _companion_training(module, fs)
             for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained, fetches, project, companion):
                 receiver = site.receiver
                 if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver):
@@ -324,20 +324,11 @@ def _test_batch(event, fetches, backward, training_loops):
         inside = [b for b in backward if _inside(loop, b)]
         for line, col, loader in fetches:
             fetch = (line, col)
-            if _inside(loop, _At(line, col)) and fetch < position and any((b.line, b.col) < fetch for b in inside) and not any(
+            if (loop.lineno, loop.col_offset) <= fetch and fetch < position and any((b.line, b.col) < fetch for b in inside) and not any(
                 b.line >= event.line and compatible(b.conds, event.conds) for b in inside  # `loss_fn(model(x)).backward()` starts first
             ):
                 return line, col, loader
     return None
-
-
-class _At:
-    """A bare source position, for `_inside`."""
-
-    __slots__ = ("line", "col")
-
-    def __init__(self, line, col):
-        self.line, self.col = line, col
 
 
 PHASE_PARAM_RE = re.compile(r"train", re.I)
@@ -353,7 +344,7 @@ def _phase_gate(fs, event, events, backward, project):
         return None
     if any(e.kind == "train" and e.origin == "variable" and related(e.receiver, event.receiver) for e in events):
         return None  # `model.train(phase == "train")`: the mode follows the phase
-    shared = set.intersection(*({c for c in b.conds} for b in backward))
+    shared = set.intersection(*(set(b.conds) for b in backward))
     for key, taken, simple in sorted(shared, key=str):
         if simple is None or simple[0] not in fs.params or any(k == key for k, _, _ in event.conds):
             continue
@@ -385,12 +376,10 @@ def _callers_always_train(project, fs, param, cond) -> bool:
 
 
 _MISSING = object()
-
-
 INFERENCE_TOKENS = frozenset(("test", "eval", "evaluate", "evaluation", "val", "valid", "validate", "validation", "predict", "infer", "inference"))
 
 
-def _companion_training(project, module, fs):
+def _companion_training(module, fs):
     """The training function that pairs with an evaluation function by name in the same module
     or class (`dnn_train_model` for `dnn_test_model`, `train_epoch` for `valid_epoch`):
     (its summary, the reason text), or None."""

@@ -183,6 +183,8 @@ class NoTrainAfterEval(Rule):
         LightningModule that never calls train() and fits it. Lightning (since 2.2) keeps the mode
         each submodule has when fit() starts, so the whole run trains in eval mode."""
         for fs in module.functions.values():
+            if not any(item.kind == "eval" for item in fs.items):
+                continue
             evals = [e for e in project.events(fs) if e.kind == "eval" and e.via is None and (e.line, e.col) in nodes]
             if not evals or project.returned_mode(fs, "", 0)[0] != "eval":
                 continue
