@@ -45,6 +45,15 @@ class MissingEval(Rule):
         # a class that trains its model in one method and samples from it in another
         "class Synth:\n    def fit(self, data):\n        self.generator = Generator()\n        for x in data:\n"
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
+        # a script's module-level model under a capitalised name, restored and run per frame
+        "Premodel = EdgeNet().cuda(0)\nPremodel.load_state_dict(torch.load(path, weights_only=True))\n"
+        "for frame in frames:\n    edges = Premodel(frame)\n",
+        # a module-level pretrained backbone cut with nn.Sequential(children()), run by a helper the script calls
+        "from torchvision import models\n\nnet = models.googlenet(weights='DEFAULT').cuda()\n"
+        "features = nn.Sequential(*list(net.children())[:-2])\n\n\ndef encode(frames):\n"
+        "    return [features(f).detach() for f in frames]\n\n\nif __name__ == '__main__':\n    encode(read_frames())\n",
+        # a torchvision model picked by name, with pretrained weights
+        "from torchvision import models\n\nmodel = models.__dict__[args.arch](pretrained=True).to(device)\nscores = model(image)\n",
     )
     valid = (
         "def calibrated_net():\n    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))\n    with torch.no_grad():\n        model(torch.randn(64, 4))  # fills the running statistics\n    return model\n\n\nnet = calibrated_net()\n",
@@ -65,6 +74,13 @@ class MissingEval(Rule):
         "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))\nfor x, y in loader:\n    if accum == 1:\n        loss_fn(model(x), y).backward()\n    else:\n"
         "        with torch.no_grad():\n            cached = model(x)\n        for j in range(accum):\n"
         "            loss_fn(model(x[j]), cached).backward()\n    optimizer.step()\n",
+        # the backbone switched to eval after it was cut: nn.Sequential(children()) shares its modules
+        "from torchvision import models\n\nnet = models.googlenet(weights='DEFAULT').cuda()\n"
+        "features = nn.Sequential(*list(net.children())[:-2])\nnet.eval()\n\n\ndef encode(frames):\n"
+        "    return [features(f).detach() for f in frames]\n\n\nif __name__ == '__main__':\n    encode(read_frames())\n",
+        # a module-level model that the script trains: its helper's samples are bookkeeping
+        "generator = Generator()\n\n\ndef sample_images(n):\n    save_image(generator(noise(n)))\n\n\n"
+        "for real in loader:\n    loss_fn(generator(noise(8)), real).backward()\n    opt.step()\n    sample_images(8)\n",
         # a model without Dropout or BatchNorm: its mode changes nothing
         "model = nn.Linear(4, 2)\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
         "with torch.no_grad():\n    print(model(test_x))\n",
@@ -101,7 +117,8 @@ class MissingEval(Rule):
             restored, (trained, helpers) = restored_by_class.get(fs.cls, (frozenset(), ({}, frozenset())))
             if fs.name in helpers:
                 trained = {}  # part of the training itself
-            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained):
+            weighted = _restored_globals(project, fs)
+            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained, weighted):
                 receiver = site.receiver
                 if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver):
                     continue
@@ -201,7 +218,14 @@ def _class_training(project, module, cls_name):
     return trained, frozenset(helpers)
 
 
-def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None):
+def _restored_globals(project, fs) -> frozenset[str]:
+    """Module-level models given weights at the top of `fs`'s file that `fs` uses as globals."""
+    if fs.name == "<module>":
+        return frozenset()
+    return project.restored_globals(fs.path) - fs.local_names - set(fs.params)
+
+
+def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None, restored_globals=frozenset()):
     """Direct forwards of `fs` that are inference: under no_grad/inference_mode, in an
     evaluation function, after load_state_dict, or after the training loop."""
     by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
@@ -244,6 +268,8 @@ def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_train
             yield event, "restored"
         elif class_trained and fs.name != "__init__" and event.receiver in class_trained:
             yield event, "after-fit"
+        elif event.receiver.split(".", 1)[0] in restored_globals:
+            yield event, "restored-global"
 
 
 def _restores(event, receiver) -> bool:
@@ -367,4 +393,5 @@ _REASONS = {
     "function": "in an evaluation function",
     "restored": "with restored or pretrained weights",
     "after-fit": "in a method of a class that trains it elsewhere",
+    "restored-global": "a module-level model with restored or pretrained weights",
 }
