@@ -120,3 +120,60 @@ def test_training_script_samples_from_its_module_level_generator_silently(tmp_pa
     """
     nets = "import torch.nn as nn\n\n\nclass Generator(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.drop = nn.Dropout(0.5)\n"
     assert check(tmp_path, {"gan.py": gan, "nets.py": nets}) == []
+
+
+LOADER = """\
+    import torch
+    import torchvision
+
+
+    class NetLoader:
+        def __init__(self, path):
+            self.model = torchvision.models.alexnet()
+            self.model.load_state_dict(torch.load(path, weights_only=True))
+            {switch}self.layers = {{"conv1": 1, "conv2": 4}}
+"""
+
+TRUNCATE = """\
+    import copy
+
+    from torch import nn
+
+
+    def truncate(net, layer):
+        if layer.startswith("conv"):
+            return nn.Sequential(*list(net.children())[:2])
+        cut = copy.deepcopy(net)
+        cut.classifier = nn.Identity()
+        return cut
+"""
+
+ACTIVATION = """\
+    from loaders import NetLoader
+    from models import truncate
+
+
+    def activation(images, path, layer):
+        loader = NetLoader(path)
+        part = truncate(loader.model, layer)
+        return [part(x).detach() for x in images]
+"""
+
+
+def test_truncated_model_from_a_loader_class(tmp_path):
+    files = {"loaders.py": LOADER.format(switch=""), "models.py": TRUNCATE, "analyzer.py": ACTIVATION}
+    [(path, row, code, message)] = check(tmp_path, files)
+    assert (path, row, code) == ("analyzer.py", 8, "MG101")
+    assert "truncate() at" in message and "returns modules of loader.model" in message
+    assert "NetLoader() built at" in message and "alexnet() is built at" in message
+
+
+def test_loader_class_that_switches_its_model_to_eval_is_silent(tmp_path):
+    files = {"loaders.py": LOADER.format(switch="self.model.eval()\n            "), "models.py": TRUNCATE, "analyzer.py": ACTIVATION}
+    assert check(tmp_path, files) == []
+
+
+def test_helper_that_may_return_a_model_of_its_own_is_not_followed(tmp_path):
+    own = TRUNCATE.replace("import copy", "import torchvision").replace("copy.deepcopy(net)", "torchvision.models.vgg11()")
+    files = {"loaders.py": LOADER.format(switch=""), "models.py": own, "analyzer.py": ACTIVATION}
+    assert check(tmp_path, files) == []

@@ -407,6 +407,8 @@ def model_value(ctx, value: ast.AST) -> str | None:
         shared = _shared_children(node)
         if shared:
             return f"alias:{shared}"
+    if name == "copy.deepcopy" and len(node.args) == 1 and receiver_of(node.args[0]):
+        return f"call:{name}+of:{receiver_of(node.args[0])}"  # a copy, in the mode of what it copies
     if name.startswith("torch.nn.") and last[:1].isupper():
         if last in CONTAINERS and _builds_mode_layer(ctx, node):
             return f"call:{name}+layers"  # nn.Sequential(nn.Linear(...), nn.Dropout(...))
@@ -919,7 +921,9 @@ class ProjectIndex:
                 return mode, (trained if mode == "train" and trained else why)
         head, _, rest = receiver.partition(".")
         if head not in fs.params and head != "self":
-            return ("train", trained) if forwarded else self.global_mode(fs, receiver, line, depth)
+            if forwarded:
+                return "train", trained
+            return self.instance_mode(fs, receiver, line, col, conds, depth) or self.global_mode(fs, receiver, line, depth)
         found = None
         passed = False  # some caller in the project hands the model in
         for caller, item in self.callers(fs)[:MAX_CALLERS]:
@@ -936,6 +940,124 @@ class ProjectIndex:
         if forwarded and (passed or head == "self"):
             return "train", trained
         return found or (None, "")
+
+    def viewed_argument(self, caller: FunctionSummary, helper: FunctionSummary, assign) -> str | None:
+        """The caller's argument whose modules `helper` returns (`dnn_truncate(net, ...)` returning
+        `nn.Sequential(*list(net.children())[:k])` or `copy.deepcopy(net)`), so that the result has its
+        mode; None when any return may be a model of the helper's own."""
+        param = self.returned_parameter(helper)
+        if param is None:
+            return None
+        for item in caller.items:
+            if item.kind == "call" and item.line == assign.line and self.callee(caller, item) is helper:
+                return _argument_for(helper, item, param)
+        return None
+
+    def returned_parameter(self, helper: FunctionSummary) -> str | None:
+        """The one parameter whose modules every return of `helper` hands back: the parameter
+        itself, `nn.Sequential` over its children, a deepcopy of it, or a container of such parts."""
+        returns = [i for i in helper.items if i.kind == "return"]
+        if not returns:
+            return None
+        found = set()
+        for item in returns:
+            origin = item.origin or ""
+            if not origin.startswith("alias:"):
+                return None
+            name = origin[6:].split(".")[0]
+            sources = [name] if name in helper.params else [
+                self._view_source(helper, assign) for assign in helper.items if assign.kind == "assign" and assign.receiver == name
+            ]
+            if not sources:
+                return None
+            for source in sources:
+                if source is None:
+                    return None
+                found.add(source)
+        found.discard("")
+        return found.pop() if len(found) == 1 else None
+
+    @staticmethod
+    def _view_source(helper: FunctionSummary, assign: Item) -> str | None:
+        """The parameter an assignment in `helper` takes modules from; "" for a container of modules
+        built elsewhere (nn.Sequential without layers of its own); None for anything else."""
+        origin = assign.origin or ""
+        if origin.startswith("alias:"):
+            root = origin[6:].split(".")[0]
+            return root if root in helper.params else None
+        if origin == "call:torch.nn.Sequential":
+            return ""
+        if origin.startswith("call:copy.deepcopy+of:"):
+            root = origin.rsplit(":", 1)[-1].split(".")[0]
+            return root if root in helper.params else None
+        return None
+
+    def instance_mode(self, fs: FunctionSummary, receiver: str, line: int, col: int, conds: tuple, depth: int):
+        """The mode of `loader.model` where `loader = NetLoader(...)` (a project class) is built in
+        `fs`: what `__init__` leaves `self.model` in, when no method of the class switches it."""
+        head, _, attr = receiver.partition(".")
+        if not attr or "." in attr:
+            return None
+        found = self.instance_class(fs, head, line, col, conds)
+        if found is None:
+            return None
+        cls, where = found
+        init = self.method(cls, "__init__")
+        if init is None or any(
+            item.kind in ("eval", "train") and item.receiver and related(item.receiver, f"self.{attr}")
+            for name in cls.methods for method in [self.modules[cls.path].functions.get(f"{cls.name}.{name}")] if method is not None
+            for item in method.items
+        ):
+            return None
+        mode, why = self.mode_at(init[1], f"self.{attr}", 1 << 30, 0, (), depth + 1)
+        if mode != "train":
+            return None
+        return "train", f"{cls.name}() built at {where} holds {attr} ({why}) and no method of {cls.name} switches it"
+
+    def instance_class(self, fs: FunctionSummary, name: str, line: int, col: int, conds: tuple):
+        """(project class, where) of the instance last assigned to `name` before (line, col) in `fs`."""
+        for item in reversed(fs.items):
+            if (item.line, item.col) >= (line, col) or item.kind != "assign" or item.receiver != name or not compatible(item.conds, conds):
+                continue
+            origin = item.origin or ""
+            found = self.resolve(fs.path, origin[5:]) if origin.startswith("call:") else None
+            return (found[1], f"{short_path(fs.path)}:{item.line}") if found is not None and found[0] == "class" else None
+        return None
+
+    def weights_source(self, fs: FunctionSummary, receiver: str, line: int, col: int, conds: tuple = (), depth: int = 0) -> str | None:
+        """Where the model `receiver` at (line, col) of `fs` got trained weights, following the same
+        links as `mode_at`: load_state_dict, torch.load, a pretrained constructor, an alias, a helper
+        that returns modules of its argument, a project class instance whose method loads them."""
+        if depth > 4:
+            return None
+        for event in reversed(self.events(fs)):
+            if (event.line, event.col) >= (line, col) or not compatible(event.conds, conds):
+                continue
+            where = f"{short_path(fs.path)}:{event.line}"
+            if event.kind == "load" and event.via is None and event.receiver == receiver:
+                return where
+            if event.kind != "assign" or event.receiver != receiver:
+                continue
+            origin = event.origin or ""
+            if origin.endswith("+weights") or origin == "built:torch.load":
+                return where
+            if origin.startswith("alias:"):
+                return self.weights_source(fs, origin[6:], event.line, event.col, event.conds, depth + 1)
+            found = self.resolve(fs.path, origin[5:]) if origin.startswith("call:") else None
+            if found is not None and found[0] == "function":
+                argument = self.viewed_argument(fs, found[1], event)
+                return self.weights_source(fs, argument, event.line, event.col, event.conds, depth + 1) if argument else None
+            return None
+        head, _, attr = receiver.partition(".")
+        found = self.instance_class(fs, head, line, col, conds) if attr and "." not in attr else None
+        if found is not None:
+            cls = found[0]
+            for name in cls.methods:
+                method = self.modules[cls.path].functions.get(f"{cls.name}.{name}")
+                for item in method.items if method is not None else ():
+                    if item.receiver == f"self.{attr}" and (item.kind == "load" or (item.kind == "assign" and (item.origin or "").endswith("+weights"))):
+                        return f"{short_path(method.path)}:{item.line}"
+        return None
 
     def _switched_since(self, fs: FunctionSummary, assign: Event, line: int, col: int, conds: tuple):
         """An alias shares its source's modules (`m = DataParallel(net)`, `nn.Sequential(*net.children())`):
@@ -1059,6 +1181,10 @@ class ProjectIndex:
                 return None, f"{cls.name} {NO_MODE_LAYERS}"
             return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"
         if found is not None and found[0] == "function":
+            argument = self.viewed_argument(fs, found[1], event)
+            if argument is not None:
+                mode, why = self.mode_at(fs, argument, event.line, event.col, event.conds, depth + 1)
+                return mode, (f"{found[1].name}() at {where} returns modules of {argument}: {why}" if mode == "train" else why)
             return self.returned_mode(found[1], where, depth + 1)
         if found is None:
             last = name.rsplit(".", 1)[-1]

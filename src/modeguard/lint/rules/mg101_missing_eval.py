@@ -118,7 +118,10 @@ class MissingEval(Rule):
             if fs.name in helpers:
                 trained = {}  # part of the training itself
             weighted = _restored_globals(project, fs)
-            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained, weighted):
+            def weights(event, fs=fs):
+                return project.weights_source(fs, event.receiver, event.line, event.col, event.conds)
+
+            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained, weighted, weights):
                 receiver = site.receiver
                 if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver):
                     continue
@@ -225,7 +228,7 @@ def _restored_globals(project, fs) -> frozenset[str]:
     return project.restored_globals(fs.path) - fs.local_names - set(fs.params)
 
 
-def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None, restored_globals=frozenset()):
+def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None, restored_globals=frozenset(), weights=None):
     """Direct forwards of `fs` that are inference: under no_grad/inference_mode, in an
     evaluation function, after load_state_dict, or after the training loop."""
     by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
@@ -270,6 +273,8 @@ def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_train
             yield event, "after-fit"
         elif event.receiver.split(".", 1)[0] in restored_globals:
             yield event, "restored-global"
+        elif weights is not None and fs.name != "__init__" and weights(event):
+            yield event, "restored"
 
 
 def _restores(event, receiver) -> bool:
