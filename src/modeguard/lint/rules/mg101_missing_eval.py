@@ -74,6 +74,9 @@ class MissingEval(Rule):
         "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))\nfor x, y in loader:\n    if accum == 1:\n        loss_fn(model(x), y).backward()\n    else:\n"
         "        with torch.no_grad():\n            cached = model(x)\n        for j in range(accum):\n"
         "            loss_fn(model(x[j]), cached).backward()\n    optimizer.step()\n",
+        # the forward in the branch where the model's own flag says eval mode
+        "def forward_scores(model, x):\n    if model.training:\n        return model(x)\n    else:\n        with torch.no_grad():\n            return model(x)\n\n\n"
+        "def main():\n    net = Net()\n    if not net.training:\n        with torch.no_grad():\n            print(net(x))\n    forward_scores(net, x)\n",
         # the backbone switched to eval after it was cut: nn.Sequential(children()) shares its modules
         "from torchvision import models\n\nnet = models.googlenet(weights='DEFAULT').cuda()\n"
         "features = nn.Sequential(*list(net.children())[:-2])\nnet.eval()\n\n\ndef encode(frames):\n"
@@ -123,7 +126,7 @@ class MissingEval(Rule):
 
             for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained, weighted, weights):
                 receiver = site.receiver
-                if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver):
+                if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver) or _eval_branch(site, receiver):
                     continue
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
@@ -165,6 +168,12 @@ def _not_a_module_branch(site, receiver) -> bool:
     """The `else` of `if isinstance(net, nn.Module)`: there the receiver is a plain function."""
     pattern = re.compile(rf"isinstance\(\s*{re.escape(receiver)}\s*,.*Module")
     return any(not taken and pattern.search(key) for key, taken, _ in site.conds)
+
+
+def _eval_branch(site, receiver) -> bool:
+    """Under `if not model.training:` (or the `else` of `if model.training:`) the model is in eval mode."""
+    flag = f"{receiver}.training"
+    return any((key == flag and not taken) or (key == f"not {flag}" and taken) for key, taken, _ in site.conds)
 
 
 def _pytest_file(path: str) -> bool:
