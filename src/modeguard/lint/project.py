@@ -47,6 +47,7 @@ MODEL_CONSTRUCTOR_RE = re.compile(
 TORCH_MODE_LAYER_RE = re.compile(r"^(Dropout\w*|AlphaDropout|FeatureAlphaDropout|BatchNorm\dd|SyncBatchNorm|LazyBatchNorm\dd|Transformer\w*|MultiheadAttention)$")
 TORCH_DROPOUT_KW_RE = re.compile(r"^(LSTM|GRU|RNN|InstanceNorm\dd)$")
 WRAPPER_RE = re.compile(r"(DataParallel|DistributedDataParallel|DataCPU|^DDP$|^FSDP$|FullyShardedDataParallel)$")
+PICKED_MODEL_MODULES = ("torchvision.models", "timm")  # `models.__dict__[arch](...)` builds one of theirs
 EVAL_MODE_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession", "load_pretrained")
 BUILTIN_NAMES = frozenset(dir(builtins))
 NO_MODE_LAYERS = "has no Dropout/BatchNorm"
@@ -255,6 +256,21 @@ def _local_definitions(ctx) -> frozenset[str]:
     return found
 
 
+def _instance_names(ctx) -> frozenset[str]:
+    """Capitalised names the file binds to the result of a call (`Premodel = DexiNed().cuda()`):
+    calling one runs a model, it does not build a class."""
+    found = getattr(ctx, "_instances", None)
+    if found is None:
+        found = frozenset(
+            target.id
+            for node, _ in ctx.assigns
+            for target in node.targets
+            if isinstance(target, ast.Name) and target.id[:1].isupper() and isinstance(node.value, ast.Call)
+        ) - _local_definitions(ctx)
+        ctx._instances = found
+    return found
+
+
 def _classify_site(ctx, site, frozen, owners) -> Item | None:
     call = site.node
     func = call.func
@@ -308,7 +324,7 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
         return None
     if isinstance(func, ast.Name):
         name = func.id
-        if name in _local_definitions(ctx) or name in BUILTIN_NAMES or name[:1].isupper():
+        if name in _local_definitions(ctx) or name in BUILTIN_NAMES or (name[:1].isupper() and name not in _instance_names(ctx)):
             return _call_item(ctx, call, name, scope, pos)
         return Item("forward", name, *pos, scope.conds, scope.grad_off)
     return None
@@ -374,7 +390,7 @@ def model_value(ctx, value: ast.AST) -> str | None:
         return f"alias:{dotted_name(node)}" if chained and dotted_name(node) else None
     if not isinstance(node, ast.Call):
         return None
-    name = ctx.qualname(node.func) or ""
+    name = ctx.qualname(node.func) or _picked_by_name(ctx, node.func)
     if not name:
         return None
     if name.startswith("."):
@@ -387,6 +403,12 @@ def model_value(ctx, value: ast.AST) -> str | None:
     if (WRAPPER_RE.search(last) or name == "torch.compile") and node.args:
         root = receiver_of(node.args[0])
         return f"alias:{root}" if root else None
+    if name == "torch.nn.Sequential":
+        shared = _shared_children(node)
+        if shared:
+            return f"alias:{shared}"
+    if name == "copy.deepcopy" and len(node.args) == 1 and receiver_of(node.args[0]):
+        return f"call:{name}+of:{receiver_of(node.args[0])}"  # a copy, in the mode of what it copies
     if name.startswith("torch.nn.") and last[:1].isupper():
         if last in CONTAINERS and _builds_mode_layer(ctx, node):
             return f"call:{name}+layers"  # nn.Sequential(nn.Linear(...), nn.Dropout(...))
@@ -398,6 +420,30 @@ def model_value(ctx, value: ast.AST) -> str | None:
         for kw in node.keywords
     )
     return f"call:{name}" + ("+weights" if weights else "")
+
+
+def _picked_by_name(ctx, func: ast.AST) -> str:
+    """`models.__dict__[args.arch]` or `getattr(models, name)`: a torchvision/timm model chosen by
+    name (a constructor, "pick:" + its text), else ""."""
+    if isinstance(func, ast.Subscript) and isinstance(func.value, ast.Attribute) and func.value.attr == "__dict__":
+        holder = func.value.value
+    elif isinstance(func, ast.Call) and isinstance(func.func, ast.Name) and func.func.id == "getattr" and len(func.args) == 2:
+        holder = func.args[0]
+    else:
+        return ""
+    module = ctx.qualname(holder) or ""
+    return f"pick:{ast.unparse(func)}" if module.startswith(PICKED_MODEL_MODULES) else ""
+
+
+def _shared_children(node: ast.Call) -> str | None:
+    """The model whose submodules a new container holds, so their modes are its modes:
+    `nn.Sequential(*list(net.children())[:-2])`."""
+    if len(node.args) != 1 or not isinstance(node.args[0], ast.Starred):
+        return None
+    for inner in ast.walk(node.args[0]):
+        if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) and inner.func.attr == "children" and not inner.args:
+            return receiver_of(inner.func.value)
+    return None
 
 
 def _builds_mode_layer(ctx: FileContext, container: ast.Call) -> bool:
@@ -868,11 +914,16 @@ class ProjectIndex:
                 how = f"{event.via}() leaves it in training mode" if event.via else f"{event.receiver}.train()"
                 return "train", trained or f"{how} at {where}"
             if event.kind == "assign" and event.receiver == receiver:
+                switched = self._switched_since(fs, event, line, col, conds)
+                if switched is not None:
+                    return switched
                 mode, why = self.origin_mode(fs, event.origin or "", where, event, depth)
                 return mode, (trained if mode == "train" and trained else why)
         head, _, rest = receiver.partition(".")
         if head not in fs.params and head != "self":
-            return ("train", trained) if forwarded else (None, "")
+            if forwarded:
+                return "train", trained
+            return self.instance_mode(fs, receiver, line, col, conds, depth) or self.global_mode(fs, receiver, line, depth)
         found = None
         passed = False  # some caller in the project hands the model in
         for caller, item in self.callers(fs)[:MAX_CALLERS]:
@@ -889,6 +940,197 @@ class ProjectIndex:
         if forwarded and (passed or head == "self"):
             return "train", trained
         return found or (None, "")
+
+    def viewed_argument(self, caller: FunctionSummary, helper: FunctionSummary, assign) -> str | None:
+        """The caller's argument whose modules `helper` returns (`dnn_truncate(net, ...)` returning
+        `nn.Sequential(*list(net.children())[:k])` or `copy.deepcopy(net)`), so that the result has its
+        mode; None when any return may be a model of the helper's own."""
+        param = self.returned_parameter(helper)
+        if param is None:
+            return None
+        for item in caller.items:
+            if item.kind == "call" and item.line == assign.line and self.callee(caller, item) is helper:
+                return _argument_for(helper, item, param)
+        return None
+
+    def returned_parameter(self, helper: FunctionSummary) -> str | None:
+        """The one parameter whose modules every return of `helper` hands back: the parameter
+        itself, `nn.Sequential` over its children, a deepcopy of it, or a container of such parts."""
+        returns = [i for i in helper.items if i.kind == "return"]
+        if not returns:
+            return None
+        found = set()
+        for item in returns:
+            origin = item.origin or ""
+            if not origin.startswith("alias:"):
+                return None
+            name = origin[6:].split(".")[0]
+            sources = [name] if name in helper.params else [
+                self._view_source(helper, assign) for assign in helper.items if assign.kind == "assign" and assign.receiver == name
+            ]
+            if not sources:
+                return None
+            for source in sources:
+                if source is None:
+                    return None
+                found.add(source)
+        found.discard("")
+        return found.pop() if len(found) == 1 else None
+
+    @staticmethod
+    def _view_source(helper: FunctionSummary, assign: Item) -> str | None:
+        """The parameter an assignment in `helper` takes modules from; "" for a container of modules
+        built elsewhere (nn.Sequential without layers of its own); None for anything else."""
+        origin = assign.origin or ""
+        if origin.startswith("alias:"):
+            root = origin[6:].split(".")[0]
+            return root if root in helper.params else None
+        if origin == "call:torch.nn.Sequential":
+            return ""
+        if origin.startswith("call:copy.deepcopy+of:"):
+            root = origin.rsplit(":", 1)[-1].split(".")[0]
+            return root if root in helper.params else None
+        return None
+
+    def instance_mode(self, fs: FunctionSummary, receiver: str, line: int, col: int, conds: tuple, depth: int):
+        """The mode of `loader.model` where `loader = NetLoader(...)` (a project class) is built in
+        `fs`: what `__init__` leaves `self.model` in, when no method of the class switches it."""
+        head, _, attr = receiver.partition(".")
+        if not attr or "." in attr:
+            return None
+        found = self.instance_class(fs, head, line, col, conds)
+        if found is None:
+            return None
+        cls, where = found
+        init = self.method(cls, "__init__")
+        if init is None or any(
+            item.kind in ("eval", "train") and item.receiver and related(item.receiver, f"self.{attr}")
+            for name in cls.methods for method in [self.modules[cls.path].functions.get(f"{cls.name}.{name}")] if method is not None
+            for item in method.items
+        ):
+            return None
+        mode, why = self.mode_at(init[1], f"self.{attr}", 1 << 30, 0, (), depth + 1)
+        if mode != "train":
+            return None
+        return "train", f"{cls.name}() built at {where} holds {attr} ({why}) and no method of {cls.name} switches it"
+
+    def instance_class(self, fs: FunctionSummary, name: str, line: int, col: int, conds: tuple):
+        """(project class, where) of the instance last assigned to `name` before (line, col) in `fs`."""
+        for item in reversed(fs.items):
+            if (item.line, item.col) >= (line, col) or item.kind != "assign" or item.receiver != name or not compatible(item.conds, conds):
+                continue
+            origin = item.origin or ""
+            found = self.resolve(fs.path, origin[5:]) if origin.startswith("call:") else None
+            return (found[1], f"{short_path(fs.path)}:{item.line}") if found is not None and found[0] == "class" else None
+        return None
+
+    def weights_source(self, fs: FunctionSummary, receiver: str, line: int, col: int, conds: tuple = (), depth: int = 0) -> str | None:
+        """Where the model `receiver` at (line, col) of `fs` got trained weights, following the same
+        links as `mode_at`: load_state_dict, torch.load, a pretrained constructor, an alias, a helper
+        that returns modules of its argument, a project class instance whose method loads them."""
+        if depth > 4:
+            return None
+        for event in reversed(self.events(fs)):
+            if (event.line, event.col) >= (line, col) or not compatible(event.conds, conds):
+                continue
+            where = f"{short_path(fs.path)}:{event.line}"
+            if event.kind == "load" and event.via is None and event.receiver == receiver:
+                return where
+            if event.kind != "assign" or event.receiver != receiver:
+                continue
+            origin = event.origin or ""
+            if origin.endswith("+weights") or origin == "built:torch.load":
+                return where
+            if origin.startswith("alias:"):
+                return self.weights_source(fs, origin[6:], event.line, event.col, event.conds, depth + 1)
+            found = self.resolve(fs.path, origin[5:]) if origin.startswith("call:") else None
+            if found is not None and found[0] == "function":
+                argument = self.viewed_argument(fs, found[1], event)
+                return self.weights_source(fs, argument, event.line, event.col, event.conds, depth + 1) if argument else None
+            return None
+        head, _, attr = receiver.partition(".")
+        found = self.instance_class(fs, head, line, col, conds) if attr and "." not in attr else None
+        if found is not None:
+            cls = found[0]
+            for name in cls.methods:
+                method = self.modules[cls.path].functions.get(f"{cls.name}.{name}")
+                for item in method.items if method is not None else ():
+                    if item.receiver == f"self.{attr}" and (item.kind == "load" or (item.kind == "assign" and (item.origin or "").endswith("+weights"))):
+                        return f"{short_path(method.path)}:{item.line}"
+        return None
+
+    def _switched_since(self, fs: FunctionSummary, assign: Event, line: int, col: int, conds: tuple):
+        """An alias shares its source's modules (`m = DataParallel(net)`, `nn.Sequential(*net.children())`):
+        `net.eval()` after the alias and before (line, col) switches it too."""
+        origin = assign.origin or ""
+        if not origin.startswith("alias:"):
+            return None
+        source = origin[6:]
+        for event in reversed(self.events(fs)):
+            if (event.line, event.col) >= (line, col) or not compatible(event.conds, conds):
+                continue
+            if (event.line, event.col) <= (assign.line, assign.col):
+                return None
+            if event.kind in ("eval", "train") and event.origin != "variable" and event.receiver and related(event.receiver, source):
+                where = f"{short_path(fs.path)}:{event.line}"
+                return ("eval", where) if event.kind == "eval" else ("train", f"{event.receiver}.train() at {where}")
+        return None
+
+    def global_mode(self, fs: FunctionSummary, receiver: str, line: int, depth: int):
+        """The mode of a module-level model that a function uses (`fea_net(frame)` in a helper):
+        its mode where the file's own top-level code calls (through its helpers) that function."""
+        head = receiver.split(".", 1)[0]
+        module = self.modules.get(fs.path)
+        top = module.module_level if module is not None else None
+        if top is None or fs is top or head in fs.local_names or not any(i.kind == "assign" and i.receiver == head for i in top.items):
+            return None, ""
+        events = self.events(top)
+        if any(e.kind == "backward" and not e.grad_off for e in events):
+            return None, ""  # a training script: helpers it calls from its loop are bookkeeping (GAN samples)
+        call = self._top_level_call(fs, top)
+        if call is None:
+            return None, ""  # the file's top-level code never runs it
+        if any(
+            (e.line, e.col) == (call.line, call.col)
+            and ((e.kind in ("eval", "train") and related(e.receiver, receiver)) or (e.kind == "call" and any(related(a, receiver) for a in e.args)))
+            for e in events
+        ):
+            return None, ""  # that top-level call switches it (or hands it away) on its way
+        mode, why = self.mode_at(top, receiver, call.line, call.col, call.conds, depth + 1)
+        if mode != "train":
+            return mode, why
+        return "train", f"{fs.name}() runs the module-level {head}, called from {short_path(top.path)}:{call.line}: {why}"
+
+    def _top_level_call(self, fs: FunctionSummary, top: FunctionSummary) -> Item | None:
+        """The call in the file's top-level code from which `fs` is reached (callers of callers)."""
+        frontier, seen = [fs], {fs.key}
+        for _ in range(4):
+            following = []
+            for function in frontier:
+                for caller, item in self.callers(function)[:MAX_CALLERS]:
+                    if caller is top:
+                        return item
+                    if caller.key not in seen:
+                        seen.add(caller.key)
+                        following.append(caller)
+            frontier = following
+        return None
+
+    def restored_globals(self, path: str) -> frozenset[str]:
+        """Module-level models of `path` given weights at the top level (load_state_dict,
+        torch.load, a pretrained constructor), with their aliases (`fea_net = nn.Sequential(*net.children())`)."""
+        module = self.modules.get(path)
+        top = module.module_level if module is not None else None
+        found: set[str] = set()
+        for item in top.items if top is not None else ():
+            origin = item.origin or ""
+            if item.kind == "load" and item.receiver and "." not in item.receiver:
+                found.add(item.receiver)
+            elif item.kind == "assign" and "." not in item.receiver and (
+                origin.endswith("+weights") or origin == "built:torch.load" or (origin.startswith("alias:") and origin[6:].split(".")[0] in found)
+            ):
+                found.add(item.receiver)
+        return frozenset(found)
 
     def _training_call(self, caller: FunctionSummary, item: Item) -> bool:
         """A call whose result is trained: a backward() follows it closely with autograd on
@@ -916,6 +1158,8 @@ class ProjectIndex:
         if not origin.startswith("call:"):
             return None, ""
         name = origin[5:].removesuffix("+weights")
+        if name.startswith("pick:"):
+            return "train", f"{name[5:]}() builds a torchvision/timm model at {where}, and a new module is in training mode"
         if name.endswith("+layers"):
             return "train", f"nn.{name[:-7].rsplit('.', 1)[-1]}() with Dropout/BatchNorm is built at {where}, and a new module is in training mode"
         if name.startswith("torch.nn."):
@@ -937,6 +1181,10 @@ class ProjectIndex:
                 return None, f"{cls.name} {NO_MODE_LAYERS}"
             return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"
         if found is not None and found[0] == "function":
+            argument = self.viewed_argument(fs, found[1], event)
+            if argument is not None:
+                mode, why = self.mode_at(fs, argument, event.line, event.col, event.conds, depth + 1)
+                return mode, (f"{found[1].name}() at {where} returns modules of {argument}: {why}" if mode == "train" else why)
             return self.returned_mode(found[1], where, depth + 1)
         if found is None:
             last = name.rsplit(".", 1)[-1]

@@ -61,6 +61,15 @@ class MissingEval(Rule):
         "class PPO(Algorithm):\n    def __init__(self):\n        self.policy = Policy()\n"
         "        self.optimizer = torch.optim.Adam(self.policy.parameters())\n\n    def update(self, batch):\n"
         "        self.policy(batch).mean().backward()\n        self.optimizer.step()\n",
+        # a script's module-level model under a capitalised name, restored and run per frame
+        "Premodel = EdgeNet().cuda(0)\nPremodel.load_state_dict(torch.load(path, weights_only=True))\n"
+        "for frame in frames:\n    edges = Premodel(frame)\n",
+        # a module-level pretrained backbone cut with nn.Sequential(children()), run by a helper the script calls
+        "from torchvision import models\n\nnet = models.googlenet(weights='DEFAULT').cuda()\n"
+        "features = nn.Sequential(*list(net.children())[:-2])\n\n\ndef encode(frames):\n"
+        "    return [features(f).detach() for f in frames]\n\n\nif __name__ == '__main__':\n    encode(read_frames())\n",
+        # a torchvision model picked by name, with pretrained weights
+        "from torchvision import models\n\nmodel = models.__dict__[args.arch](pretrained=True).to(device)\nscores = model(image)\n",
     )
     valid = (
         "def calibrated_net():\n    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))\n    with torch.no_grad():\n        model(torch.randn(64, 4))  # fills the running statistics\n    return model\n\n\nnet = calibrated_net()\n",
@@ -81,6 +90,16 @@ class MissingEval(Rule):
         "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))\nfor x, y in loader:\n    if accum == 1:\n        loss_fn(model(x), y).backward()\n    else:\n"
         "        with torch.no_grad():\n            cached = model(x)\n        for j in range(accum):\n"
         "            loss_fn(model(x[j]), cached).backward()\n    optimizer.step()\n",
+        # the forward in the branch where the model's own flag says eval mode
+        "def forward_scores(model, x):\n    if model.training:\n        return model(x)\n    else:\n        with torch.no_grad():\n            return model(x)\n\n\n"
+        "def main():\n    net = Net()\n    if not net.training:\n        with torch.no_grad():\n            print(net(x))\n    forward_scores(net, x)\n",
+        # the backbone switched to eval after it was cut: nn.Sequential(children()) shares its modules
+        "from torchvision import models\n\nnet = models.googlenet(weights='DEFAULT').cuda()\n"
+        "features = nn.Sequential(*list(net.children())[:-2])\nnet.eval()\n\n\ndef encode(frames):\n"
+        "    return [features(f).detach() for f in frames]\n\n\nif __name__ == '__main__':\n    encode(read_frames())\n",
+        # a module-level model that the script trains: its helper's samples are bookkeeping
+        "generator = Generator()\n\n\ndef sample_images(n):\n    save_image(generator(noise(n)))\n\n\n"
+        "for real in loader:\n    loss_fn(generator(noise(8)), real).backward()\n    opt.step()\n    sample_images(8)\n",
         # a model without Dropout or BatchNorm: its mode changes nothing
         "model = nn.Linear(4, 2)\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
         "with torch.no_grad():\n    print(model(test_x))\n",
@@ -140,9 +159,17 @@ class MissingEval(Rule):
                 trained = {}  # part of the training itself
             fetches = _eval_batch_fetches(ctx, func)
             companion = _companion_training(module, fs)
-            for site, reason in _inference_sites(fs, events, loops.get(id(func), []), nodes, restored, trained, fetches, project, companion):
+            weighted = _restored_globals(project, fs)
+
+            def weights(event, fs=fs):
+                return project.weights_source(fs, event.receiver, event.line, event.col, event.conds)
+
+            for site, reason in _inference_sites(
+                fs, events, loops.get(id(func), []), nodes, restored, trained,
+                fetches=fetches, project=project, companion=companion, restored_globals=weighted, weights=weights,
+            ):
                 receiver = site.receiver
-                if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver):
+                if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver) or _eval_branch(site, receiver):
                     continue
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
@@ -188,6 +215,12 @@ def _not_a_module_branch(site, receiver) -> bool:
     """The `else` of `if isinstance(net, nn.Module)`: there the receiver is a plain function."""
     pattern = re.compile(rf"isinstance\(\s*{re.escape(receiver)}\s*,.*Module")
     return any(not taken and pattern.search(key) for key, taken, _ in site.conds)
+
+
+def _eval_branch(site, receiver) -> bool:
+    """Under `if not model.training:` (or the `else` of `if model.training:`) the model is in eval mode."""
+    flag = f"{receiver}.training"
+    return any((key == flag and not taken) or (key == f"not {flag}" and taken) for key, taken, _ in site.conds)
 
 
 def _pytest_file(path: str) -> bool:
@@ -244,7 +277,17 @@ def _class_training(project, module, cls_name):
     return trained, frozenset(helpers)
 
 
-def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_trained=None, fetches=(), project=None, companion=None):
+def _restored_globals(project, fs) -> frozenset[str]:
+    """Module-level models given weights at the top of `fs`'s file that `fs` uses as globals."""
+    if fs.name == "<module>":
+        return frozenset()
+    return project.restored_globals(fs.path) - fs.local_names - set(fs.params)
+
+
+def _inference_sites(
+    fs, events, loops, nodes, restored=frozenset(), class_trained=None, *,
+    fetches=(), project=None, companion=None, restored_globals=frozenset(), weights=None,
+):
     """Direct forwards of `fs` that are inference: under no_grad/inference_mode, in an
     evaluation function, after load_state_dict, or after the training loop."""
     by_name = INFERENCE_FUNC_RE.match(fs.name) is not None
@@ -296,6 +339,10 @@ def _inference_sites(fs, events, loops, nodes, restored=frozenset(), class_train
             yield event, "restored"
         elif class_trained and fs.name != "__init__" and event.receiver in class_trained:
             yield event, "after-fit"
+        elif event.receiver.split(".", 1)[0] in restored_globals:
+            yield event, "restored-global"
+        elif weights is not None and fs.name != "__init__" and weights(event):
+            yield event, "restored"
 
 
 def _eval_batch_fetches(ctx, func) -> list[tuple[int, int, str]]:
@@ -613,4 +660,5 @@ _REASONS = {
     "function": "in an evaluation function",
     "restored": "with restored or pretrained weights",
     "after-fit": "in a method of a class that trains it elsewhere",
+    "restored-global": "a module-level model with restored or pretrained weights",
 }
