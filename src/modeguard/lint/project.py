@@ -54,7 +54,7 @@ NO_MODE_LAYERS = "has no Dropout/BatchNorm"
 MEMO_LIMIT = 10_000  # replayed programs kept in memory (a site-packages run has ~10^5 functions)
 MAX_CALLERS = 32  # callers followed per function (a base class __init__ may have thousands)
 TRAINING_CALL_WINDOW = 15  # lines between a helper's forward and the backward() that trains it
-MODE_TOKENS = (".eval(", ".train(", "backward", "no_grad", "inference_mode", ".step(", "load_state_dict", "requires_grad")
+MODE_TOKENS = (".eval(", ".train(", "backward", "no_grad", "inference_mode", ".step(", "load_state_dict", "requires_grad", "torch.load")
 # packages whose functions never switch a model's mode (and are never project code)
 EXTERNAL_ROOTS = frozenset(("torch", "numpy", "math", "os", "sys", "re", "json", "logging", "time", "random", "itertools", "functools", "collections", "warnings", "typing", "copy", "pathlib", "einops", "PIL", "cv2", "pandas", "scipy", "matplotlib"))
 
@@ -91,6 +91,8 @@ class FunctionSummary:
     wraps_grad_off: bool  # a decorator (factory) built around no_grad / inference_mode
     items: tuple[Item, ...]
     local_names: frozenset[str] = frozenset()  # names it assigns: what is not local is a closure or global
+    self_calls: tuple = ()  # a method's calls on its own object, in source order: ((attribute or "forward", line, col), ...)
+    builds_mode_layers: bool = False  # builds torch.nn Dropout/BatchNorm itself (a layer factory)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class ClassSummary:
     owns_mode_layers: bool  # builds torch.nn Dropout/BatchNorm (or RNNs with dropout) itself
     constructs: tuple[str, ...]  # references of the other classes and layer builders it calls
     model_attrs: tuple[str, ...]  # `self.x = <model>` in __init__ (built or passed in)
+    given_layers: bool = False  # its layers are its caller's: `nn.Sequential(*layers)` of a parameter, a `Type[...]` parameter
 
 
 @dataclass
@@ -164,7 +167,9 @@ def summarize(ctx: FileContext) -> ModuleSummary:
         shallow = scope.cls is not None and scope.cls.name in ctx.module_classes and func.name != "__init__" and not any(
             token in line for line in lines[func.lineno - 1 : func.end_lineno] for token in MODE_TOKENS
         )
-        summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
+        fs = summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
+        if fs.line == func.lineno:  # not a redefinition of the same name
+            _add_self_calls(fs, func, scope, sites_by_func.get(id(func), ()))
     summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)
     for loop, _ in ctx.loops:
         iterated = getattr(loop, "iter", None)
@@ -178,6 +183,21 @@ def summarize(ctx: FileContext) -> ModuleSummary:
     summary.frozen = frozenset(frozen)
     summary.parameter_owners = frozenset(owners)
     return summary
+
+
+def _add_self_calls(fs: FunctionSummary, func, scope, sites) -> None:
+    """What `ProjectIndex` needs to follow a class's own inference methods (even where the method
+    is summarised shallowly): its calls on `self`, and whether it builds Dropout/BatchNorm."""
+    calls = []
+    for site in sites:
+        callee = site.node.func
+        if scope.cls is not None and isinstance(callee, ast.Name) and callee.id == "self":
+            calls.append(("forward", site.node.lineno, site.node.col_offset))
+        elif scope.cls is not None and isinstance(callee, ast.Attribute) and isinstance(callee.value, ast.Name) and callee.value.id == "self":
+            calls.append((callee.attr, site.node.lineno, site.node.col_offset))
+        elif not fs.builds_mode_layers and (site.qualname or "").startswith("torch.nn."):
+            fs.builds_mode_layers = _torch_mode_layer(site.qualname.rsplit(".", 1)[-1], site.node)
+    fs.self_calls = tuple(sorted(calls, key=lambda call: call[1:]))
 
 
 def _absolute(path: str, target: str) -> str:
@@ -505,7 +525,28 @@ def _summarize_class(ctx, cls, sites_by_func, assigns_by_func) -> ClassSummary:
                 ref = dotted_name(assign.value.func) if isinstance(assign.value, ast.Call) else None
                 if ref and not ref.startswith("self.") and not (ctx.qualname(assign.value.func) or "").startswith("torch."):
                     constructs.add(_reference(ctx, ref))  # `self.inc = inconv(3, 64)`: a lower-case project class
-    return ClassSummary(cls.name, ctx.path, cls.lineno, bases, methods, owns, tuple(sorted(constructs)), tuple(model_attrs))
+    init = next((n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "__init__"), None)
+    given = init is not None and _given_layers(init, sites_by_func.get(id(init), ()))
+    return ClassSummary(cls.name, ctx.path, cls.lineno, bases, methods, owns, tuple(sorted(constructs)), tuple(model_attrs), given)
+
+
+def _given_layers(init, sites) -> bool:
+    """Whether a module's layers are chosen by whoever builds it: `nn.Sequential(*layers)` (or a
+    ModuleList/ModuleDict) of an `__init__` parameter, or a parameter annotated `Type[...]` (a
+    module class to instantiate, like a features extractor)."""
+    params = set(_params(init))
+    for arg in [*init.args.args, *init.args.kwonlyargs]:
+        annotation = arg.annotation.value if isinstance(arg.annotation, ast.Subscript) else None
+        if dotted_name(annotation) in ("Type", "type", "typing.Type"):
+            return True
+    for site in sites:
+        if (site.qualname or "").rsplit(".", 1)[-1] not in CONTAINERS or not (site.qualname or "").startswith("torch.nn."):
+            continue
+        for arg in site.node.args:
+            value = arg.value if isinstance(arg, ast.Starred) else arg
+            if isinstance(value, ast.Name) and value.id in params:
+                return True
+    return False
 
 
 def _torch_mode_layer(name: str, call: ast.Call) -> bool:
@@ -543,6 +584,7 @@ class ProjectIndex:
         self._active: set[tuple] = set()
         self._saved = None
         self._neighbours: dict[str, set[str]] | None = None
+        self._subclasses: dict[tuple[str, str], list[ClassSummary]] | None = None
         self.frozen = frozenset().union(*(s.frozen for s in summaries))
         self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
             item.receiver.rsplit(".", 1)[-1] for fs in self._functions.values() for item in fs.items if item.kind == "train" and item.receiver
@@ -592,7 +634,7 @@ class ProjectIndex:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_callers=None, _events={}, _active=set(), _module_classes={}, _saved=None, _neighbours=None)
+        state.update(_callers=None, _events={}, _active=set(), _module_classes={}, _saved=None, _neighbours=None, _subclasses=None)
         return state
 
     def _member(self, module: ModuleSummary, head: str, rest: str, depth: int):
@@ -681,7 +723,7 @@ class ProjectIndex:
             if found is not None and found[0] == "class":
                 result = self.has_mode_layers(found[1], depth + 1)
             elif found is not None and found[0] == "function":
-                result = LAYER_FACTORY_RE.search(found[1].name) is not None  # make_layers, not make_kernel
+                result = LAYER_FACTORY_RE.search(found[1].name) is not None or found[1].builds_mode_layers  # make_layers, not make_kernel
             else:
                 last = text.rsplit(".", 1)[-1]
                 result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
@@ -703,6 +745,30 @@ class ProjectIndex:
                 if found and found[0] == "class" and self.is_module_class(found[1]):
                     names.add(name)
         return names
+
+    def lineage(self, cls: ClassSummary) -> list[ClassSummary]:
+        """The class and its project bases, nearest first (the order `method` searches)."""
+        found, todo = [], [cls]
+        while todo and len(found) < 20:
+            current = todo.pop(0)
+            if any(c is current for c in found):
+                continue
+            found.append(current)
+            for base in current.bases:
+                resolved = self.resolve(current.path, base)
+                if resolved and resolved[0] == "class":
+                    todo.append(resolved[1])
+        return found
+
+    def subclasses(self, cls: ClassSummary) -> list[ClassSummary]:
+        """Project classes that inherit from `cls`, directly or not."""
+        if self._subclasses is None:
+            self._subclasses = {}
+            for module in self.modules.values():
+                for other in module.classes.values():
+                    for base in self.lineage(other)[1:]:
+                        self._subclasses.setdefault((base.path, base.name), []).append(other)
+        return self._subclasses.get((cls.path, cls.name), [])
 
     def function(self, key: str) -> FunctionSummary | None:
         return self._functions.get(key)
@@ -1178,7 +1244,7 @@ class ProjectIndex:
             if init is not None and any(e.kind == "eval" or (e.kind == "assign" and e.origin == "eval") for e in self.events(init[1])):
                 return None, ""  # a loader/wrapper that puts the model it holds in eval mode itself
             if not self.has_mode_layers(cls):
-                return None, f"{cls.name} {NO_MODE_LAYERS}"
+                return None, ("" if cls.given_layers else f"{cls.name} {NO_MODE_LAYERS}")  # given layers: unknown
             return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"
         if found is not None and found[0] == "function":
             argument = self.viewed_argument(fs, found[1], event)

@@ -70,6 +70,21 @@ class MissingEval(Rule):
         "    return [features(f).detach() for f in frames]\n\n\nif __name__ == '__main__':\n    encode(read_frames())\n",
         # a torchvision model picked by name, with pretrained weights
         "from torchvision import models\n\nmodel = models.__dict__[args.arch](pretrained=True).to(device)\nscores = model(image)\n",
+        # a pretrained module that restores its own weights in __init__; its own predict() runs it
+        "class Tagger(nn.Module):\n    def __init__(self, path):\n        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))\n"
+        "        self.load_state_dict(torch.load(path, weights_only=True))\n\n    def forward(self, x):\n        return self.net(x)\n\n"
+        "    @torch.no_grad()\n    def predict(self, x):\n        return self(x).argmax(1)\n",
+        # its loader builds cls() and restores the weights without eval(); predict() runs self
+        "class Policy(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))\n\n"
+        "    @classmethod\n    def load(cls, path):\n        policy = cls()\n"
+        "        policy.load_state_dict(torch.load(path, weights_only=True))\n        return policy\n\n"
+        "    def predict(self, obs):\n        with torch.no_grad():\n            return self.net(obs)\n",
+        # a generator built from layers its caller passes (BatchNorm2d among them), trained in fit()
+        "class Generator(nn.Module):\n    def __init__(self, layers):\n        super().__init__()\n        self.seq = nn.Sequential(*layers)\n\n\n"
+        "class Synth:\n    def fit(self, data):\n        self.generator = Generator(make_layers())\n        for x in data:\n"
+        "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
     )
     valid = (
         "def calibrated_net():\n    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))\n    with torch.no_grad():\n        model(torch.randn(64, 4))  # fills the running statistics\n    return model\n\n\nnet = calibrated_net()\n",
@@ -131,6 +146,23 @@ class MissingEval(Rule):
         "            return self.policy(obs)\n\n\nclass PPO(Algorithm):\n    def __init__(self):\n        self.policy = Policy()\n"
         "        self.optimizer = torch.optim.Adam(self.policy.parameters())\n\n    def update(self, batch):\n"
         "        self.policy.set_training_mode(True)\n        self.policy(batch).mean().backward()\n        self.optimizer.step()\n",
+        # a pretrained module that puts itself in eval mode once its weights are restored
+        "class Tagger(nn.Module):\n    def __init__(self, path):\n        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))\n"
+        "        self.load_state_dict(torch.load(path, weights_only=True))\n        self.eval()\n\n"
+        "    @torch.no_grad()\n    def predict(self, x):\n        return self.net(x).argmax(1)\n",
+        # Monte-Carlo dropout on purpose: train() first, in the method itself
+        "class Tagger(nn.Module):\n    def __init__(self, path):\n        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))\n"
+        "        self.load_state_dict(torch.load(path, weights_only=True))\n\n"
+        "    @torch.no_grad()\n    def predict_samples(self, x, n):\n        self.train()\n        return [self.net(x) for _ in range(n)]\n",
+        # a method named like evaluation whose result the training loop backpropagates
+        "class Policy(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))\n\n"
+        "    @classmethod\n    def load(cls, path):\n        policy = cls()\n"
+        "        policy.load_state_dict(torch.load(path, weights_only=True))\n        return policy\n\n"
+        "    def evaluate_actions(self, obs):\n        return self.net(obs)\n\n\n"
+        "def train(policy, batches, optimizer):\n    for obs in batches:\n        policy.evaluate_actions(obs).mean().backward()\n        optimizer.step()\n",
     )
 
     def check(self, ctx):
@@ -187,6 +219,15 @@ class MissingEval(Rule):
                     f"{receiver} runs inference ({_REASONS.get(reason, reason)}) in training mode: {why}; "
                     f"no {receiver}.eval() on that path, so Dropout and BatchNorm behave as in training",
                     f"call {receiver}.eval() first (torch.no_grad() does not change the mode)",
+                )
+        for (line, col), (receiver, entry, why) in _own_inference(project, ctx.path).items():
+            if (line, col) in nodes:
+                yield self.finding(
+                    ctx,
+                    nodes[(line, col)],
+                    f"{receiver} runs inference (in the module's own {entry}) in training mode: {why}; "
+                    "no self.eval() on that path, so Dropout and BatchNorm behave as in training",
+                    "call self.eval() in the inference method, or where the module restores its weights",
                 )
 
     @staticmethod
@@ -662,3 +703,188 @@ _REASONS = {
     "after-fit": "in a method of a class that trains it elsewhere",
     "restored-global": "a module-level model with restored or pretrained weights",
 }
+
+
+# -- an nn.Module's own inference methods --------------------------------------------------
+_OWN_INFERENCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+NOT_INFERENCE_METHODS = frozenset(("forward", "__call__", "__init__", "train", "eval", "training_step", "fit"))
+
+
+def _own_inference(project, path: str) -> dict:
+    """Sites in `path` where an nn.Module's own inference method (`predict()`, a no_grad
+    method) runs the module, through its own helpers, while an instance is in training mode by
+    the class's own doing: it restores its weights in `__init__`, or its loader (a classmethod
+    building `cls(...)` and loading a state dict) returns it, with no eval(); a loader returning
+    a pickled module counts only where another module's method of the same name calls
+    self.eval() itself (the project's convention). Only modules that hold, or are given,
+    Dropout/BatchNorm; silent where a caller in the project evaluates what the class builds or
+    loads. {(line, col): (receiver, entry, why)}."""
+    per_project = _OWN_INFERENCE.setdefault(project, {})
+    if path in per_project:
+        return per_project[path]
+    found: dict = {}
+    reported: set[str] = set()
+    module = project.modules.get(path)
+    for cls in module.classes.values() if module is not None and not _pytest_file(path) else ():
+        if not project.is_module_class(cls):
+            continue
+        for instance in (cls, *project.subclasses(cls)):
+            why, certain = _restored_in_training_mode(project, instance)
+            if why is None or not (project.has_mode_layers(instance) or any(c.given_layers for c in project.lineage(instance))):
+                continue
+            for entry in _inference_entries(project, instance):
+                peer = None if certain else _self_evaluating_methods(project).get(entry.name)
+                if not certain and (peer is None or peer[0] in project.lineage(instance)):
+                    continue
+                reason = why if certain else f"{why}, while {peer[0].name}.{entry.name}() ({peer[1]}) calls self.eval() itself: callers rely on it"
+                for fs, line, col, receiver, chain in _model_runs(project, instance, entry, (), set()):
+                    if fs.path == path and fs.key not in reported:  # the first run of the module in each method
+                        reported.add(fs.key)
+                        via = f", through {'(), '.join(chain)}()" if chain else ""
+                        found.setdefault((line, col), (receiver, f"{entry.name}(){via}", reason))
+    per_project[path] = found
+    return found
+
+
+def _restored_in_training_mode(project, instance) -> tuple[str | None, bool]:
+    """Why a trained instance of the class is in training mode by the class's own doing: its
+    `__init__` restores its weights, or a loader of its lineage (classmethod/staticmethod) builds
+    it and restores them, and neither calls eval() (certain); or the loader returns a pickled
+    module (`torch.load`) in whatever mode it was saved in (not certain)."""
+    init = project.method(instance, "__init__")
+    load = next((i for i in init[1].items if i.kind == "load" and i.receiver == "self"), None) if init is not None else None
+    if load is not None:
+        built = project.class_constructions(instance)
+        if not any(e.kind == "eval" and (e.receiver or "").split(".")[0] == "self" for e in project.events(init[1])) and not _evaluated_by_callers(project, built):
+            return f"{instance.name}.__init__ restores its weights ({short_path(init[1].path)}:{load.line}) and never calls eval()", True
+    for cls in project.lineage(instance):
+        for name in cls.methods:
+            fs = project.modules[cls.path].functions.get(f"{cls.name}.{name}")
+            if fs is None or not any(d.endswith(("classmethod", "staticmethod")) for d in fs.decorators):
+                continue
+            if not any(i.kind == "return" for i in fs.items):
+                continue
+            why = _loader_in_training_mode(project, fs, cls, instance)
+            if why is not None and not _evaluated_by_callers(project, project.callers(fs)):
+                return why
+    return None, False
+
+
+def _evaluated_by_callers(project, calls) -> bool:
+    """Some caller in the project puts what it builds or loads in eval mode: there the
+    project's convention is that callers own the mode."""
+    for caller, call in calls:
+        target = next((i.receiver for i in caller.items if i.kind == "assign" and i.line == call.line and i.receiver), None)
+        if target is not None and any(
+            e.kind == "eval" and related(e.receiver, target) and (e.line, e.col) > (call.line, call.col) for e in project.events(caller)
+        ):
+            return True
+    return False
+
+
+def _loader_in_training_mode(project, fs, cls, instance) -> tuple[str, bool] | None:
+    """`model = cls(...)`; `model.load_state_dict(...)`; `return model` (or `model =
+    torch.load(...)`; `return model`), no eval() on `model`."""
+    events = project.events(fs)
+    constructors = tuple(f"call:{n}" for n in ("cls", cls.name, instance.name))
+    built = {e.receiver: e for e in events if e.kind == "assign" and (e.origin in constructors or e.origin == "built:torch.load")}
+    for name, assign in built.items():
+        returned = any(r.kind == "return" and r.origin == f"alias:{name}" for r in events)
+        switched = any(x.kind == "eval" and related(x.receiver, name) or x.kind == "assign" and x.receiver == name and x.origin == "eval" for x in events)
+        if not returned or switched:
+            continue
+        where = f"{cls.name}.{fs.name}() ({short_path(fs.path)}:{assign.line})"
+        if assign.origin == "built:torch.load":
+            return f"{where} returns a pickled module, in whatever mode it was saved in, without eval()", False
+        load = next((e for e in events if e.kind == "load" and e.receiver == name and (e.line, e.col) > (assign.line, assign.col)), None)
+        if load is not None:
+            return f"{where} builds it and restores its weights without eval(), so a loaded module is in training mode", True
+    return None
+
+
+def _self_evaluating_methods(project) -> dict:
+    """Method names with which some nn.Module of the project puts itself in eval mode
+    (`def predict(self, x): self.eval() ...`): {name: (class, "path:line")}."""
+    per_project = _OWN_INFERENCE.setdefault(project, {})
+    if "<self-eval>" not in per_project:
+        found = {}
+        for module in project.modules.values():
+            for cls in module.classes.values():
+                for name in cls.methods:
+                    fs = module.functions.get(f"{cls.name}.{name}")
+                    item = next((i for i in fs.items if i.kind == "eval" and i.receiver == "self" and not i.conds), None) if fs is not None else None
+                    if item is not None and name not in found and project.is_module_class(cls):
+                        found[name] = (cls, f"{short_path(fs.path)}:{item.line}")
+        per_project["<self-eval>"] = found
+    return per_project["<self-eval>"]
+
+
+def _inference_entries(project, instance) -> list:
+    """The instance's methods that run inference: named so (`predict*`, `evaluate`...) or with
+    autograd off for the whole method, and no backward() in them."""
+    entries, seen = [], set()
+    for cls in project.lineage(instance):
+        for name in cls.methods:
+            if name in seen or name in NOT_INFERENCE_METHODS or name.startswith("test_") or FRAMEWORK_HOOK_RE.search(name):
+                continue
+            seen.add(name)
+            found = project.method(instance, name)
+            fs = found[1] if found else None
+            if fs is None or not (INFERENCE_FUNC_RE.match(name) or fs.grad_off or (fs.decorators and project.is_grad_off_decorator(fs))):
+                continue
+            if name not in _trained_methods(project) and not any(e.kind == "backward" for e in project.events(fs)):
+                entries.append(fs)
+    return entries
+
+
+def _trained_methods(project) -> frozenset[str]:
+    """Names of methods called with autograd on before a backward() in the same function
+    (`values = policy.evaluate_actions(obs)`... `loss.backward()`): part of training, not inference."""
+    per_project = _OWN_INFERENCE.setdefault(project, {})
+    if "<trained>" not in per_project:
+        names = set()
+        for caller in (fs for module in project.modules.values() for fs in (*module.functions.values(), module.module_level) if fs is not None):
+            last = max(((i.line, i.col) for i in caller.items if i.kind == "backward" and not i.grad_off), default=None)
+            for item in caller.items if last is not None else ():
+                ref = item.receiver or ""
+                if item.kind == "call" and ref.startswith(("obj:", "self:")) and not item.grad_off and (item.line, item.col) <= last:
+                    names.add(ref.rsplit(".", 1)[-1].removeprefix("self:"))
+        per_project["<trained>"] = frozenset(names)
+    return per_project["<trained>"]
+
+
+def _model_runs(project, instance, fs, chain, seen, depth=0):
+    """Where `fs` (a method as `instance` sees it) runs the module: `self(...)`, a submodule of
+    `self`, or a call dispatched to the instance's own override that does; helpers of the
+    class followed; a path that switches the mode first (eval(), or train() for MC dropout)
+    stops there."""
+    if fs.key in seen or depth > 6:
+        return
+    seen.add(fs.key)
+    switches = [(e.line, e.col) for e in project.events(fs) if e.kind in ("eval", "train") and (e.receiver or "").split(".")[0] == "self"]
+    defining = project.modules[fs.path].classes.get(fs.cls) if fs.cls else None
+    for name, line, col in fs.self_calls:
+        if any(position < (line, col) for position in switches):
+            return
+        if name == "forward":
+            yield fs, line, col, "self", chain
+            continue
+        found = project.method(instance, name)
+        if found is None or found[0] != "function":
+            if _submodule(project, instance, name):
+                yield fs, line, col, f"self.{name}", chain
+            continue
+        target = found[1]
+        here = project.method(defining, name) if defining is not None else None
+        if here is None or here[1] is not target:  # dispatched to the instance's override
+            if next(_model_runs(project, instance, target, chain, set(seen), depth + 1), None) is not None:
+                yield fs, line, col, "self", (*chain, f"{instance.name}.{name}")
+            continue
+        yield from _model_runs(project, instance, target, (*chain, name), seen, depth + 1)
+
+
+def _submodule(project, instance, name) -> bool:
+    """`self.<name>` is a model the class builds or is given, not a frozen/target copy."""
+    if NOT_TRAINED_RE.search(name) or name in project.frozen:
+        return False
+    return any(f"self.{name}" in cls.model_attrs for cls in project.lineage(instance))
