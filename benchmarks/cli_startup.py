@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     python_start = statistics.median(wall([sys.executable, "-c", "pass"]) for _ in range(args.repeats))
-    # The CLI with no torch work at all: Python, typer, rich and modeguard's own imports.
+    # The CLI with no torch work at all: Python, click (rich-click) and modeguard's own imports.
     cli_floor = statistics.median(wall([sys.executable, "-m", "modeguard.cli", "--version"]) for _ in range(args.repeats))
     plain = median_of([probe(PLAIN_TORCHVISION) for _ in range(args.repeats)])
     rows = []
@@ -110,7 +110,7 @@ def main() -> None:
                       f"{r['import_torch_s']:.2f}", f"{r['import_library_s']:.2f}", f"{r['build_s']:.2f}", f"{r['audit_s']:.2f}")
     console = Console()
     console.print(table)
-    console.print(f"modeguard --version (Python, typer, rich, modeguard; no torch): {cli_floor:.2f} s; bare Python: {python_start:.2f} s")
+    console.print(f"modeguard --version (Python, click, modeguard; no torch): {cli_floor:.2f} s; bare Python: {python_start:.2f} s")
     via_loader = next((r for r in rows if r["spec"].startswith("torchvision:")), None)
     if via_loader:
         console.print(

@@ -4,76 +4,66 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from enum import Enum
-from typing import List, Optional
+from typing import Optional
 
-import typer
-from rich.console import Console
+# rich-click: click's parser, help rendered by rich, and rich imported only when help or a usage
+# error is shown, so that `modeguard check` starts fast
+import rich_click as click
+from click.exceptions import Exit
 
 from modeguard.errors import ModeguardError
 
-app = typer.Typer(
-    add_completion=False,
-    help="Catch, explain and fix PyTorch train/eval-mode bugs.",
-    context_settings={"help_option_names": ["-h", "--help"]},
-    pretty_exceptions_enable=False,
-)
-stderr = Console(stderr=True)
 
-
-class AuditFormat(str, Enum):
-    text = "text"
-    json = "json"
-
-
-def _print_version(requested: bool) -> None:
+def _print_version(ctx: click.Context, _param: click.Parameter, requested: bool) -> None:
     if requested:
         from modeguard import __version__
 
-        typer.echo(f"modeguard {__version__}")
-        raise typer.Exit(0)
+        click.echo(f"modeguard {__version__}")
+        ctx.exit(0)
 
 
-@app.callback()
-def root(
-    version: bool = typer.Option(
-        False, "--version", is_eager=True, callback=_print_version, help="print the version and exit"
-    ),
-) -> None:
+class _Commands(click.RichGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order they are defined here, not alphabetical
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--version", is_flag=True, is_eager=True, expose_value=False, callback=_print_version, help="print the version and exit")
+def app() -> None:
     """Catch, explain and fix PyTorch train/eval-mode bugs."""
+
+
+def _console(**options):
+    from rich.console import Console
+
+    return Console(**options)
 
 
 def fail(message: str) -> None:
     """A usage or input error: one line on stderr, exit code 2."""
     from rich.markup import escape
 
-    stderr.print(f"[bold red]error:[/] {escape(message.splitlines()[0] if message else '')}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(message.splitlines()[0] if message else '')}", highlight=False, soft_wrap=True)
+    raise Exit(2)
 
 
 @app.command()
-def audit(
-    spec: Optional[str] = typer.Argument(
-        None,
-        help="path/file.py:factory, package.module:factory, torchvision:NAME or timm:NAME; "
-        "the factory returns a model or (model, example_input). Default: the bundled example.",
-    ),
-    input_shape: Optional[str] = typer.Option(None, help="shape of a random example input, e.g. 8,3,224,224"),
-    input: Optional[str] = typer.Option(None, "--input", help="a .pt file with the example input"),
-    data: Optional[str] = typer.Option(
-        None, "--data", help="real data: path/file.py:factory or package.module:factory returning a "
-        "DataLoader or an iterable of batches (a tensor, a dict, or (input, target, ...))",
-    ),
-    max_batches: int = typer.Option(4, help="batches of --data to use (BatchNorm health uses all)"),
-    weights: Optional[str] = typer.Option(None, help="a state_dict checkpoint (loaded with weights_only=True)"),
-    format: AuditFormat = typer.Option(AuditFormat.text, "--format", help="text or json"),
-    seed: int = typer.Option(0, help="seed for the random example input and the audit's passes"),
-    batch_dim: int = typer.Option(0, help="the input's batch dimension (1 for sequence-first models)"),
-    ignore: List[str] = typer.Option([], help="finding codes or prefixes to leave out (comma-separated, repeatable)"),
-    efficiency: bool = typer.Option(False, "--efficiency", help="also measure what eval + no_grad save"),
-    html: Optional[str] = typer.Option(None, "--html", help="also write a self-contained HTML report to this file"),
-    debug: bool = typer.Option(False, help="show tracebacks"),
-) -> None:
+@click.argument("spec", required=False, help="path/file.py:factory, package.module:factory, torchvision:NAME or timm:NAME; "
+                "the factory returns a model or (model, example_input). Default: the bundled example.")
+@click.option("--input-shape", help="shape of a random example input, e.g. 8,3,224,224")
+@click.option("--input", "input_file", help="a .pt file with the example input")
+@click.option("--data", help="real data: path/file.py:factory or package.module:factory returning a "
+              "DataLoader or an iterable of batches (a tensor, a dict, or (input, target, ...))")
+@click.option("--max-batches", default=4, help="batches of --data to use (BatchNorm health uses all)")
+@click.option("--weights", help="a state_dict checkpoint (loaded with weights_only=True)")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", help="text or json")
+@click.option("--seed", default=0, help="seed for the random example input and the audit's passes")
+@click.option("--batch-dim", default=0, help="the input's batch dimension (1 for sequence-first models)")
+@click.option("--ignore", multiple=True, help="finding codes or prefixes to leave out (comma-separated, repeatable)")
+@click.option("--efficiency", is_flag=True, help="also measure what eval + no_grad save")
+@click.option("--html", help="also write a self-contained HTML report to this file")
+@click.option("--debug/--no-debug", default=False, help="show tracebacks")
+def audit(spec, input_shape, input_file, data, max_batches, weights, output_format, seed, batch_dim, ignore, efficiency, html, debug) -> None:
     """Audit a live model: which layers make its predictions depend on train/eval mode."""
     import io
 
@@ -85,7 +75,7 @@ def audit(
         # What the user's code prints is held back: it goes to stderr before the report, never
         # into stdout (--format json), and an error stays one line.
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            report, cost = _run_audit(spec, input_shape, input, weights, seed, batch_dim, _split(ignore), efficiency, data, max_batches)
+            report, cost = _run_audit(spec, input_shape, input_file, weights, seed, batch_dim, _split(ignore), efficiency, data, max_batches)
     except ModeguardError as exc:
         if debug:
             sys.stderr.write(printed.getvalue())
@@ -105,7 +95,7 @@ def audit(
             Path(html).write_text(report.to_html(), encoding="utf-8")
         except OSError as exc:
             fail(f"cannot write {html}: {exc.strerror}")
-    if format is AuditFormat.json:
+    if output_format == "json":
         from modeguard.runtime.rendering import to_json
 
         data = report.to_dict()
@@ -113,10 +103,11 @@ def audit(
             data["efficiency"] = cost.to_dict()
         sys.stdout.write(to_json(data, indent=2) + "\n")
     else:
-        Console().print(report)
+        console = _console()
+        console.print(report)
         if cost is not None:
-            Console().print(cost)
-    raise typer.Exit(1 if report.errors else 0)
+            console.print(cost)
+    raise Exit(1 if report.errors else 0)
 
 
 def _run_audit(spec, input_shape, input_file, weights, seed, batch_dim, ignore, efficiency, data=None, max_batches=4):
@@ -161,34 +152,28 @@ def _run_audit(spec, input_shape, input_file, weights, seed, batch_dim, ignore, 
     return report, cost
 
 
-class OutputFormat(str, Enum):
-    concise = "concise"
-    full = "full"
-    json = "json"
-    sarif = "sarif"
-    github = "github"
+OUTPUT_FORMATS = ["concise", "full", "json", "sarif", "github"]
 
 
-def _split(values: Optional[List[str]]) -> list[str]:
+def _split(values) -> list[str]:
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
 @app.command()
-def check(
-    paths: Optional[List[str]] = typer.Argument(None, help="files or directories (default: .)"),
-    select: Optional[List[str]] = typer.Option(None, help="rule codes or prefixes to enable (comma-separated)"),
-    ignore: Optional[List[str]] = typer.Option(None, help="rule codes or prefixes to disable"),
-    extend_select: Optional[List[str]] = typer.Option(None, help="add to the selected rules"),
-    exclude: Optional[List[str]] = typer.Option(None, help="extra gitignore-style patterns to skip"),
-    output_format: Optional[OutputFormat] = typer.Option(None, help="concise, full, json, sarif or github"),
-    fix: bool = typer.Option(False, "--fix", help="apply the safe fixes"),
-    diff: bool = typer.Option(False, "--diff", help="show the safe fixes as a diff, change nothing"),
-    statistics: bool = typer.Option(False, "--statistics", help="count findings per rule"),
-    exit_zero: bool = typer.Option(False, "--exit-zero", help="exit 0 even with findings"),
-    ignore_noqa: bool = typer.Option(False, "--ignore-noqa", help="report findings on # noqa lines too"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="read and analyse every file"),
-    jobs: Optional[int] = typer.Option(None, help="processes (default: one per core)"),
-) -> None:
+@click.argument("paths", nargs=-1, help="files or directories (default: .)")
+@click.option("--select", multiple=True, help="rule codes or prefixes to enable (comma-separated)")
+@click.option("--ignore", multiple=True, help="rule codes or prefixes to disable")
+@click.option("--extend-select", multiple=True, help="add to the selected rules")
+@click.option("--exclude", multiple=True, help="extra gitignore-style patterns to skip")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="concise, full, json, sarif or github")
+@click.option("--fix", is_flag=True, help="apply the safe fixes")
+@click.option("--diff", is_flag=True, help="show the safe fixes as a diff, change nothing")
+@click.option("--statistics", is_flag=True, help="count findings per rule")
+@click.option("--exit-zero", is_flag=True, help="exit 0 even with findings")
+@click.option("--ignore-noqa", is_flag=True, help="report findings on # noqa lines too")
+@click.option("--no-cache", is_flag=True, help="read and analyse every file")
+@click.option("--jobs", type=int, help="processes (default: one per core)")
+def check(paths, select, ignore, extend_select, exclude, output_format, fix, diff, statistics, exit_zero, ignore_noqa, no_cache, jobs) -> None:
     """Lint Python source for train/eval-mode bugs (rules MG1xx; see `modeguard rules`)."""
     from pathlib import Path
 
@@ -211,31 +196,34 @@ def check(
             [*config.get("exclude", []), *config.get("extend-exclude", []), *_split(exclude)],
             config.get("extend-include", []),
         )
+        fmt = output_format or config.get("output-format", "concise")
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"output-format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
         use_cache = not no_cache and config.get("cache", True) and not (fix or diff)
         findings = lint_paths(files, selection, jobs=jobs, cache_dir=Path(".modeguard_cache") if use_cache else None)
-        fmt = output_format or OutputFormat(config.get("output-format", "concise"))
     except ModeguardError as exc:
         fail(str(exc))
     except ValueError as exc:
         fail(f"invalid configuration: {exc}")
     findings.sort(key=lambda f: (*_place(f), f.code))
-    console = Console(highlight=False)
     if fix or diff:
-        findings = _apply_fixes(findings, write=fix, console=stderr)
-    if fmt is OutputFormat.json:
+        findings = _apply_fixes(findings, write=fix)
+    if fmt == "json":
         sys.stdout.write(output.to_json(findings) + "\n")
-    elif fmt is OutputFormat.sarif:
+    elif fmt == "sarif":
         sys.stdout.write(output.to_sarif(findings) + "\n")
-    elif fmt is OutputFormat.github:
+    elif fmt == "github":
         if findings:
             sys.stdout.write(output.to_github(findings) + "\n")
-    elif statistics:
-        output.print_statistics(console, findings)
-    elif fmt is OutputFormat.full:
-        output.print_full(console, findings, _source_lines(findings))
     else:
-        output.print_concise(console, findings)
-    if fmt in (OutputFormat.concise, OutputFormat.full) and not statistics:
+        console = _console(highlight=False, emoji=False)  # no ":name:" codes here: rich never loads its emoji table
+        if statistics:
+            output.print_statistics(console, findings)
+        elif fmt == "full":
+            output.print_full(console, findings, _source_lines(findings))
+        else:
+            output.print_concise(console, findings)
+    if fmt in ("concise", "full") and not statistics:
         fixable = sum(1 for f in findings if f.autofix)
         if findings:
             note = f" ({fixable} fixable with --fix)" if fixable else ""
@@ -243,8 +231,8 @@ def check(
         elif not (fix or diff):
             console.print("All checks passed!", style="green")
     if any(f.code == "MG000" for f in findings):
-        raise typer.Exit(2)
-    raise typer.Exit(0 if exit_zero or not findings else 1)
+        raise Exit(2)
+    raise Exit(0 if exit_zero or not findings else 1)
 
 
 def _place(finding) -> tuple:
@@ -255,7 +243,8 @@ def _source_lines(findings) -> dict:
     """(filename, notebook cell or None) -> lines, for the files with findings."""
     from pathlib import Path
 
-    from modeguard.lint.notebooks import cell_lines, is_notebook
+    from modeguard.lint.files import is_notebook
+    from modeguard.lint.notebooks import cell_lines
 
     sources = {}
     for filename in {f.filename for f in findings if f.filename and Path(f.filename).is_file()}:
@@ -266,12 +255,13 @@ def _source_lines(findings) -> dict:
     return sources
 
 
-def _apply_fixes(findings, *, write: bool, console: Console):
+def _apply_fixes(findings, *, write: bool):
     """Fix (or show the diff of) every file with fixable findings; return what remains."""
     from pathlib import Path
 
     from modeguard.lint.fixes import apply_fixes, unified_diff
-    from modeguard.lint.notebooks import fix_notebook, is_notebook
+    from modeguard.lint.files import is_notebook
+    from modeguard.lint.notebooks import fix_notebook
 
     remaining = [f for f in findings if not f.autofix]
     by_file: dict[str, list] = {}
@@ -298,33 +288,23 @@ def _apply_fixes(findings, *, write: bool, console: Console):
             sys.stdout.write(diff_text)
             remaining.extend(file_findings)
     if write and total:
-        console.print(f"Fixed {total} error(s).", highlight=False)
+        _console(stderr=True).print(f"Fixed {total} error(s).", highlight=False)
     return sorted(remaining, key=_place)
 
 
-class RunFormat(str, Enum):
-    full = "full"
-    concise = "concise"
-    json = "json"
-    sarif = "sarif"
-    github = "github"
-
-
-class FailOn(str, Enum):
-    error = "error"
-    warning = "warning"
-    never = "never"
+FAIL_ON = {"error": 0, "warning": 1, "never": -1}  # the worst severity rank that fails the run
 
 
 @app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
-def run(
-    target: Optional[str] = typer.Argument(None, help="the script (or, with -m, the module's first argument)"),
-    args: Optional[List[str]] = typer.Argument(None, help="the program's own arguments"),
-    module: Optional[str] = typer.Option(None, "-m", "--module", help="run a module, as python -m does"),
-    output_format: RunFormat = typer.Option(RunFormat.full, help="full (rich summary), concise, json, sarif or github"),
-    output: Optional[str] = typer.Option(None, "--output", help="write the report to this file (default: stderr)"),
-    fail_on: FailOn = typer.Option(FailOn.never, help="exit 1 (or the program's non-zero code) when findings of this severity or worse were reported"),
-) -> None:
+@click.argument("target", required=False, help="the script (or, with -m, the module's first argument)")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, help="the program's own arguments")
+@click.option("-m", "--module", help="run a module, as python -m does")
+@click.option("--output-format", type=click.Choice(["full", "concise", "json", "sarif", "github"]), default="full",
+              help="full (rich summary), concise, json, sarif or github")
+@click.option("--output", help="write the report to this file (default: stderr)")
+@click.option("--fail-on", type=click.Choice(list(FAIL_ON)), default="never",
+              help="exit 1 (or the program's non-zero code) when findings of this severity or worse were reported")
+def run(target, args, module, output_format, output, fail_on) -> None:
     """Run a Python program unchanged and report the train/eval-mode bugs it showed (MG3xx).
     modeguard's options come before the script; everything after it is the program's."""
     from pathlib import Path
@@ -359,10 +339,9 @@ def run(
     program_args = ([target] if module and target else []) + list(args or [])
     result = run_program(module or target, program_args, as_module=module is not None)
     _write_run_report(result, output_format, output)
-    worst = {FailOn.error: 0, FailOn.warning: 1, FailOn.never: -1}[fail_on]
-    if result.exit_code == 0 and any(f.severity.rank <= worst for f in result.findings):
-        raise typer.Exit(1)
-    raise typer.Exit(result.exit_code)
+    if result.exit_code == 0 and any(f.severity.rank <= FAIL_ON[fail_on] for f in result.findings):
+        raise Exit(1)
+    raise Exit(result.exit_code)
 
 
 def _rank_path(path: str) -> str:
@@ -376,7 +355,7 @@ def _rank_path(path: str) -> str:
     return f"{stem}.rank{rank}.{suffix}" if dot and "/" not in suffix else f"{path}.rank{rank}"
 
 
-def _write_run_report(result, fmt: "RunFormat", output: Optional[str]) -> None:
+def _write_run_report(result, fmt: str, output: Optional[str]) -> None:
     import io
     import os
     from pathlib import Path
@@ -385,15 +364,15 @@ def _write_run_report(result, fmt: "RunFormat", output: Optional[str]) -> None:
 
     findings = sorted(result.findings, key=lambda f: (f.severity.rank, f.filename or "", f.location.row, f.code))
     rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-    if fmt in (RunFormat.json, RunFormat.sarif, RunFormat.github):
-        text = {RunFormat.json: reporters.to_json, RunFormat.sarif: reporters.to_sarif, RunFormat.github: reporters.to_github}[fmt](findings)
+    if fmt in ("json", "sarif", "github"):
+        text = {"json": reporters.to_json, "sarif": reporters.to_sarif, "github": reporters.to_github}[fmt](findings)
         text = text + "\n" if text else ""
     else:
         buffer = io.StringIO()
-        console = Console(file=buffer, highlight=False, force_terminal=output is None and sys.stderr.isatty(), width=120 if output else None)
+        console = _console(file=buffer, highlight=False, force_terminal=output is None and sys.stderr.isatty(), width=120 if output else None)
         if findings:
             console.rule(f"[bold]modeguard run{rank}: {len(findings)} mode problem(s) in {result.calls_checked} checked model call(s)", align="left")
-            if fmt is RunFormat.full:
+            if fmt == "full":
                 sources = {f.filename: Path(f.filename).read_text(errors="replace").splitlines() for f in findings if f.filename and Path(f.filename).is_file()}
                 reporters.print_full(console, findings, sources)
                 reporters.print_statistics(console, findings)
@@ -410,7 +389,8 @@ def _write_run_report(result, fmt: "RunFormat", output: Optional[str]) -> None:
 
 
 @app.command()
-def rule(code: str = typer.Argument(..., help="a rule code, e.g. MG105")) -> None:
+@click.argument("code", help="a rule code, e.g. MG105")
+def rule(code: str) -> None:
     """Explain one rule, with examples of code it flags and code it accepts."""
     from rich.markdown import Markdown
 
@@ -419,7 +399,7 @@ def rule(code: str = typer.Argument(..., help="a rule code, e.g. MG105")) -> Non
     found = RULES_BY_CODE.get(code.upper())
     if found is None:
         fail(f"unknown rule {code!r} (see `modeguard rules`)")
-    Console().print(Markdown(rule_markdown(found)))
+    _console().print(Markdown(rule_markdown(found)))
 
 
 def rule_markdown(found) -> str:
@@ -444,11 +424,12 @@ def rules() -> None:
     table = Table("code", "name", "fix", "default", "summary")
     for r in ALL_RULES:
         table.add_row(r.code, r.name, "yes" if r.fixable else "", "yes" if r.default_enabled else "no", r.summary)
-    Console().print(table)
+    console = _console()
+    console.print(table)
     observed = Table("code", "name", "severity", "linter rule", "summary", title="observed by `modeguard run` and guard()", title_justify="left")
     for c in RUN_CODES.values():
         observed.add_row(c.code, c.name, c.severity.value, c.lint_rule or "", c.summary)
-    Console().print(observed)
+    console.print(observed)
 
 
 def main() -> None:

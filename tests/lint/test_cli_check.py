@@ -77,6 +77,36 @@ def test_gitignore_and_default_excludes(tmp_path):
     assert [f["filename"] for f in json.loads(result.stdout)] == ["pkg/m.py"]
 
 
+def test_exclude_option_and_gitignores_without_patterns(tmp_path):
+    (tmp_path / ".gitignore").write_text("# only a comment\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / ".gitignore").write_text("")
+    for name in ("pkg/m.py", "pkg/skip_me.py", "pkg/dist/m.py", "build/m.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("model.eval\n")
+    result = check("--output-format", "json", "--exclude", "skip_*.py", cwd=tmp_path)
+    assert [f["filename"] for f in json.loads(result.stdout)] == ["pkg/m.py"]
+
+
+def test_checking_one_file_imports_only_what_it_needs(tmp_path):
+    """Start-up is most of the time of a small check: no pydantic, no pattern matcher without
+    patterns, no process pool for one file, no TOML parser without a pyproject.toml."""
+    (tmp_path / "a.py").write_text("import torch\nmodel.eval\n")
+    code = (
+        "import sys\n"
+        "from modeguard.cli import main\n"
+        "sys.argv = ['modeguard', 'check', '--no-cache', 'a.py']\n"
+        "try:\n    main()\nfinally:\n    print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1 and "MG103" in result.stdout
+    loaded = set(result.stderr.split())
+    assert "modeguard.lint.rules" in loaded  # the check did run
+    unneeded = {"torch", "typer", "pydantic", "pathspec", "tomllib", "concurrent.futures.process", "rich.table",
+                "rich._emoji_codes", "modeguard.lint.notebooks"}
+    assert not unneeded & loaded, result.stderr
+
+
 def test_broken_files_are_diagnostics_not_crashes(tmp_path):
     files = {
         "py2.py": b"print 'hello'\n",

@@ -7,11 +7,6 @@ from pathlib import Path
 
 from modeguard.errors import InputError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "extend-include", "output-format", "cache"}
 
 
@@ -19,6 +14,10 @@ def load_config(start: Path) -> dict:
     for directory in [start, *start.parents]:
         pyproject = directory / "pyproject.toml"
         if pyproject.is_file():
+            if sys.version_info >= (3, 11):  # imported only when there is a pyproject.toml
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib
             try:
                 data = tomllib.loads(pyproject.read_text())
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -5,23 +5,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pathspec
-
-DEFAULT_EXCLUDES = (
+# bare names, as gitignore patterns: a file or folder of this name at any depth
+DEFAULT_EXCLUDES = frozenset((
     ".bzr", ".direnv", ".eggs", ".git", ".hg", ".mypy_cache", ".nox", ".pants.d", ".pytype",
     ".ruff_cache", ".svn", ".tox", ".venv", "venv", "__pypackages__", "_build", "buck-out",
     "build", "dist", "node_modules", "site-packages", ".modeguard_cache", "__pycache__",
     ".ipynb_checkpoints",
-)
-SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
+))
+NOTEBOOK_SUFFIX = ".ipynb"
+SOURCE_SUFFIXES = (".py", ".pyi", NOTEBOOK_SUFFIX)
+
+
+def is_notebook(path) -> bool:
+    return str(path).endswith(NOTEBOOK_SUFFIX)
 
 
 def discover(paths: list[str], exclude: list[str] = (), include: list[str] = ()) -> list[Path]:
     """Python files and notebooks under `paths`, and files matching the `include` patterns.
     Paths named explicitly are always read; what is found by walking skips default excludes,
-    `exclude` patterns and anything .gitignore ignores."""
-    excluded = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_EXCLUDES, *exclude])
-    included = pathspec.GitIgnoreSpec.from_lines(include) if include else None
+    `exclude` patterns and anything .gitignore ignores. pathspec is imported only when there
+    are patterns to match: checking one file, or a tree without any, never needs it."""
+    excluded = _spec(exclude)
+    included = _spec(include)
     found: list[Path] = []
     for raw in paths:
         root = Path(raw)
@@ -32,22 +37,27 @@ def discover(paths: list[str], exclude: list[str] = (), include: list[str] = ())
             from modeguard.errors import InputError
 
             raise InputError(f"no such file or directory: {raw}")
-        ignores: list[tuple[Path, pathspec.PathSpec]] = []
+        ignores: list[tuple[Path, object]] = []
         for directory, dirnames, filenames in os.walk(root):
             here = Path(directory)
-            gitignore = here / ".gitignore"
-            if gitignore.is_file():
+            if ".gitignore" in filenames:
                 try:
-                    ignores.append((here, pathspec.GitIgnoreSpec.from_lines(gitignore.read_text(errors="replace").splitlines())))
+                    spec = _spec((here / ".gitignore").read_text(errors="replace").splitlines())
                 except Exception:  # noqa: BLE001 - a broken .gitignore only loses its patterns
-                    pass
+                    spec = None
+                if spec is not None:
+                    ignores.append((here, spec))
 
             def skip(path: Path, is_dir: bool) -> bool:
-                rel = path.relative_to(root).as_posix() + ("/" if is_dir else "")
-                if excluded.match_file(rel) or excluded.match_file(path.name + ("/" if is_dir else "")):
+                if path.name in DEFAULT_EXCLUDES:
+                    return True
+                slash = "/" if is_dir else ""
+                if excluded is not None and (
+                    excluded.match_file(path.relative_to(root).as_posix() + slash) or excluded.match_file(path.name + slash)
+                ):
                     return True
                 return any(
-                    base in path.parents and spec.match_file(path.relative_to(base).as_posix() + ("/" if is_dir else ""))
+                    base in path.parents and spec.match_file(path.relative_to(base).as_posix() + slash)
                     for base, spec in ignores
                 )
 
@@ -60,3 +70,12 @@ def discover(paths: list[str], exclude: list[str] = (), include: list[str] = ())
 
             found.extend(here / f for f in sorted(filenames) if wanted(f) and not skip(here / f, False))
     return found
+
+
+def _spec(lines):
+    """A gitignore-style matcher for `lines`, or None when there is no pattern."""
+    if not lines:
+        return None
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)

@@ -29,7 +29,6 @@ from modeguard.lint.project import short_path
 from modeguard.lint.fixes import apply_fixes, unified_diff
 from modeguard.lint.rules import RULES_BY_CODE
 
-SUFFIX = ".ipynb"
 # cell magics whose body is Python run by this kernel; any other (%%bash, %%writefile...) is not
 PYTHON_CELL_MAGICS = frozenset({"capture", "time", "timeit", "prun", "debug"})
 
@@ -48,10 +47,6 @@ _SOURCE_KEY = re.compile(r'"source"\s*:\s*')
 _BETWEEN_ITEMS = re.compile(r"[ \t\r\n,]*")
 _NON_ASCII_ESCAPE = re.compile(r"\\u(?!00[0-7])[0-9a-fA-F]{4}")
 _DECODER = json.JSONDecoder()
-
-
-def is_notebook(path) -> bool:
-    return str(path).endswith(SUFFIX)
 
 
 class NotebookError(ValueError):

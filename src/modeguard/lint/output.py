@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from modeguard import __version__
 from modeguard.findings import Finding
 from modeguard.lint.rule import DOCS_URL
 from modeguard.lint.rules import ALL_RULES, RULES_BY_CODE
 from modeguard.run_codes import RUN_CODES
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _url(code: str) -> str | None:
@@ -138,6 +138,8 @@ def to_github(findings: list[Finding]) -> str:
 
 
 def print_concise(console: Console, findings: list[Finding]) -> None:
+    from rich.markup import escape
+
     for f in findings:
         fixable = " [*]" if f.autofix else ""
         console.print(
@@ -162,6 +164,8 @@ def print_full(console: Console, findings: list[Finding], sources: dict[tuple[st
 
 
 def print_statistics(console: Console, findings: list[Finding]) -> None:
+    from rich.table import Table
+
     counts = Counter(f.code for f in findings)
     fixable = Counter(f.code for f in findings if f.autofix)
     table = Table(show_header=True, box=None)

@@ -9,7 +9,6 @@ import gc
 import hashlib
 import os
 import pickle
-from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from modeguard import __version__
 from modeguard.findings import Finding, Location, Severity
 from modeguard.lint.context import FileContext
 from modeguard.lint.engine import Selection, check, index_file, parse
-from modeguard.lint.notebooks import is_notebook, notebook_findings, parse_notebook
+from modeguard.lint.files import is_notebook
 from modeguard.lint.project import ModuleSummary, ProjectIndex
 
 # Source bytes whose trees stay in memory between the phases (a tree takes ~30x its source);
@@ -33,6 +32,8 @@ def read(path: Path, selection: Selection) -> tuple[FileContext | None, list[Fin
     except OSError as exc:
         return None, [Finding("MG100", Severity.ERROR, f"cannot read the file: {exc.strerror}", filename=str(path), location=Location(1, 1), end_location=Location(1, 1))]
     if is_notebook(path):
+        from modeguard.lint.notebooks import parse_notebook
+
         return parse_notebook(str(path), data, selection)
     return parse(str(path), data, selection)
 
@@ -40,7 +41,11 @@ def read(path: Path, selection: Selection) -> tuple[FileContext | None, list[Fin
 def check_file(ctx: FileContext, project: ProjectIndex, selection: Selection) -> list[Finding]:
     """The rules on one parsed file; a notebook's findings in cell coordinates."""
     findings = check(ctx, project, selection)
-    return findings if ctx.notebook is None else notebook_findings(ctx.notebook, findings)
+    if ctx.notebook is None:
+        return findings
+    from modeguard.lint.notebooks import notebook_findings
+
+    return notebook_findings(ctx.notebook, findings)
 
 
 def index_one(path: Path, selection: Selection) -> tuple[ModuleSummary | None, list[Finding]]:
@@ -227,6 +232,8 @@ def _lint_project(files, selection, jobs, cache) -> list[Finding]:
         else:
             summaries[path], problems[path], digests[path] = cached
     if parallel and todo:
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(index_one, todo, repeat(selection), chunksize=max(1, len(todo) // (jobs * 8))))
         for path, (summary, found) in zip(todo, results):
@@ -264,6 +271,8 @@ def _lint_project(files, selection, jobs, cache) -> list[Finding]:
         else:
             findings.extend(cached)
     if parallel and len(to_check) >= PARALLEL_THRESHOLD and not contexts:
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=jobs, initializer=_join, initargs=(project,)) as pool:
             results = list(pool.map(check_one, to_check, repeat(selection), chunksize=max(1, len(to_check) // (jobs * 8))))
     else:

@@ -54,7 +54,7 @@ Site = tuple[str, int]
 # Frames in these packages (and the standard library) are not where the user called a model.
 LIBRARY_PACKAGES = (
     "torch", "modeguard", "lightning", "pytorch_lightning", "lightning_fabric", "transformers",
-    "accelerate", "IPython", "_pytest", "pluggy", "typer", "click",
+    "accelerate", "IPython", "_pytest", "pluggy", "typer", "click", "rich_click",
 )
 SINGLE_VALUE_ERROR = "Expected more than 1 value per channel when training"
 _PENDING, _TRAINED, _INFERENCE, _FAILED = 0, 1, 2, 3
