@@ -19,7 +19,7 @@ import functools
 import hashlib
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
 from modeguard.lint.models import MODEL_NAME_RE
@@ -43,6 +43,10 @@ OPAQUE_BUILDER_RE = re.compile(r"(layer|block|make|build|norm|drop|create|stage|
 MODEL_CONSTRUCTOR_RE = re.compile(
     r"^((?=[A-Z])\w*(Net|Model|Former|Transformer|Classifier|Encoder|Decoder|Generator|Discriminator|GAN|CNN)\w*|resnet\d+|create_model|vgg\d+|mobilenet\w*|efficientnet\w*|densenet\d+|inception\w*|googlenet|alexnet|build_model|get_model)$"
 )
+# OpenMMLab's registry builders (mmdet, mmseg, mmcls, mmaction, mmpose): a new model, in training mode
+OPENMMLAB_BUILDER_RE = re.compile(r"^build_(detector|segmentor|classifier|recognizer|localizer|posenet)$")
+# loaders outside the project that fill a model's weights and leave its mode alone (mmcv, timm)
+WEIGHT_LOADER_RE = re.compile(r"(^|\.)load_checkpoint$")
 # torch.nn layers whose behaviour depends on the mode (InstanceNorm only with running stats)
 TORCH_MODE_LAYER_RE = re.compile(r"^(Dropout\w*|AlphaDropout|FeatureAlphaDropout|BatchNorm\dd|SyncBatchNorm|LazyBatchNorm\dd|Transformer\w*|MultiheadAttention)$")
 TORCH_DROPOUT_KW_RE = re.compile(r"^(LSTM|GRU|RNN|InstanceNorm\dd)$")
@@ -215,6 +219,7 @@ def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func,
             origin = model_value(ctx, node.value)
             if origin is not None:
                 items.append(Item("return", None, node.lineno, node.col_offset, r_scope.conds, origin=origin))
+    items = _through_dynamic_attributes(items, () if shallow else assigns_by_func.get(id(func), ()))
     items.sort(key=lambda i: (i.line, i.col, i.kind != "assign"))
     decorators = tuple(_reference(ctx, d) for d in (_decorator_name(x) for x in (func.decorator_list if func is not None else ())) if d)
     wraps = False
@@ -234,6 +239,21 @@ def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func,
         items=tuple(items),
         local_names=frozenset(local_names),
     )
+
+
+def _through_dynamic_attributes(items: list[Item], assigns) -> list[Item]:
+    """`module = getattr(self, name); module.train(flag)`: a mode switch of some attribute of
+    `self` chosen at run time (skorch's `_set_training`), recorded on `self`."""
+    aliases = {
+        target.id
+        for node, _ in assigns
+        for target in node.targets
+        if isinstance(target, ast.Name) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+        and node.value.func.id == "getattr" and node.value.args and dotted_name(node.value.args[0]) == "self"
+    }
+    if not aliases:
+        return items
+    return [replace(i, receiver="self") if i.kind in ("eval", "train") and i.receiver in aliases else i for i in items]
 
 
 def _decorator_name(node) -> str | None:
@@ -269,7 +289,7 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
             return None  # `deepcopy(model).eval()`: no name to follow
         if attr == "eval" and not call.args and not call.keywords:
             return Item("eval", receiver, *pos, scope.conds)
-        if attr == "train":
+        if attr == "train" and _module_train_signature(call):
             arg = call.args[0] if call.args else (call.keywords[0].value if call.keywords else None)
             if isinstance(arg, ast.Constant) and arg.value is False:
                 return Item("eval", receiver, *pos, scope.conds)
@@ -312,6 +332,12 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
             return _call_item(ctx, call, name, scope, pos)
         return Item("forward", name, *pos, scope.conds, scope.grad_off)
     return None
+
+
+def _module_train_signature(call: ast.Call) -> bool:
+    """`Module.train(mode=True)` takes one argument: `trainer.train(model, data, epochs=4)` is a
+    call into the project (whose own mode switches the index follows), not a mode switch."""
+    return len(call.args) + len(call.keywords) <= 1 and all(k.arg == "mode" for k in call.keywords)
 
 
 def _call_item(ctx, call, ref, scope, pos) -> Item:
@@ -854,7 +880,7 @@ class ProjectIndex:
                 forwarded = forwarded or last in self.trained or MODEL_NAME_RE.search(last) is not None
             where = f"{short_path(fs.path)}:{event.line}"
             if event.kind == "call":
-                if any(related(arg, receiver) for arg in event.args) and not _neutral(event.receiver):
+                if any(related(arg, receiver) for arg in event.args) and not _neutral(event.receiver) and not _builds(events, event, receiver):
                     return None, f"{event.receiver}() at {where} may switch it"
                 continue
             if event.kind == "backward" and trained is None and not event.grad_off:
@@ -940,7 +966,7 @@ class ProjectIndex:
             return self.returned_mode(found[1], where, depth + 1)
         if found is None:
             last = name.rsplit(".", 1)[-1]
-            if name.startswith(("torchvision.models.", "timm.")) or MODEL_CONSTRUCTOR_RE.search(last):
+            if name.startswith(("torchvision.models.", "timm.")) or MODEL_CONSTRUCTOR_RE.search(last) or OPENMMLAB_BUILDER_RE.search(last):
                 return "train", f"{last}() is built at {where}, and a new module is in training mode"
         return None, ""
 
@@ -989,9 +1015,15 @@ NEUTRAL_RE = re.compile(
 )
 
 
+def _builds(events: list[Event], call: Event, receiver: str) -> bool:
+    """The call is the one whose result is assigned to `receiver` (`model = build(cfg.model)`):
+    it makes the model, it does not switch it."""
+    return any(e.kind == "assign" and e.receiver == receiver and e.line == call.line and e.col < call.col for e in events)
+
+
 def _neutral(ref: str | None) -> bool:
     """A call that cannot change a model's mode: builtins, logging, optimizers, torch.save."""
-    return ref is not None and (NEUTRAL_RE.match(ref) is not None or WRAPPER_RE.search(ref.rsplit(".", 1)[-1]) is not None)
+    return ref is not None and (NEUTRAL_RE.match(ref) is not None or WRAPPER_RE.search(ref.rsplit(".", 1)[-1]) is not None or WEIGHT_LOADER_RE.search(ref) is not None)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -3,7 +3,7 @@ import re
 
 from modeguard.lint.context import dotted_name
 from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
-from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, short_path, related
+from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, _neutral, short_path, related
 from modeguard.lint.rule import Rule
 
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
@@ -42,6 +42,16 @@ class MissingEval(Rule):
         # a test loop after the training loop, without no_grad
         "def main():\n    model = Net()\n    for x, y in train_loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n"
         "    for x, y in test_loader:\n        print(model(x).argmax(1))\n",
+        # a predictor built right after a trainer's train(model, data, ...) put the model back in training mode
+        "class Trainer:\n    def train(self, model, data, epochs=1):\n        for x, y in data:\n            loss_fn(model(x), y).backward()\n"
+        "        model.eval()\n        model.train(mode=True)\n\n\nclass Predictor:\n    def __init__(self, model):\n        self.model = model\n\n"
+        "    def predict(self, x):\n        return self.model(x)\n\n\nnet = Net()\nnet.load_state_dict(torch.load(p, weights_only=True))\nnet.eval()\n"
+        "trainer = Trainer()\ntrainer.train(net, data, epochs=2)\n"
+        "print(Predictor(net).predict(x))\n",
+        # an OpenMMLab detector built, given weights by load_checkpoint, run through its wrapper
+        "from mmdet.models import build_detector\nfrom mmcv.runner import load_checkpoint\nfrom mmcv.parallel import MMDataParallel\n\n"
+        "model = build_detector(cfg.model)\nload_checkpoint(model, cfg.load_from)\nwrapped = MMDataParallel(model.cuda())\n"
+        "with torch.no_grad():\n    result = wrapped(return_loss=False, **data)\n",
         # a class that trains its model in one method and samples from it in another
         "class Synth:\n    def fit(self, data):\n        self.generator = Generator()\n        for x in data:\n"
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
@@ -71,6 +81,15 @@ class MissingEval(Rule):
         # the mode chosen by a parameter: the eval() branch is the evaluation path
         "def run(model, loader, train):\n    model.train() if train else model.eval()\n    with torch.set_grad_enabled(train):\n"
         "        return [model(x) for x in loader]\n\n\nmodel = Net()\nrun(model, loader, train=False)\n",
+        # the predictor's model is put in eval mode after the predictor is built
+        "class Predictor:\n    def __init__(self, model):\n        self.model = model\n\n    def predict(self, x):\n        return self.model(x)\n\n\n"
+        "net = Net()\nfor x, y in data:\n    loss_fn(net(x), y).backward()\npredictor = Predictor(net)\nnet.eval()\nprint(predictor.predict(x))\n",
+        # modes switched through getattr(self, name) over the modules the class holds (skorch)
+        "class NeuralNet:\n    def fit(self, data):\n        self.module_ = Net()\n        self.optimizer_ = SGD(self.module_.parameters())\n        self._set_training(True)\n        for x, y in data:\n"
+        "            loss_fn(self.module_(x), y).backward()\n\n    def _set_training(self, training):\n        for name in self._modules:\n"
+        "            module = getattr(self, name + '_')\n            module.train(training)\n\n    def infer(self, x):\n"
+        "        return self.module_(x)\n\n    def evaluation_step(self, x, training=False):\n        self._set_training(training)\n"
+        "        return self.infer(x)\n",
         # a helper whose forward is the training step (its caller runs backward() on the result)
         "class Exp:\n    def _step(self, x):\n        return self.model(x)\n\n    def load(self, p):\n"
         "        self.model.load_state_dict(torch.load(p, weights_only=True))\n\n    def train(self, loader):\n"
@@ -306,13 +325,15 @@ def _class_evidence(project, module, fs, receiver):
                 f"and no method of {cls.name} calls {receiver}.eval()"
             )
     init = module.functions.get(f"{cls.name}.__init__")
-    if init is None or receiver not in cls.model_attrs or receiver.rsplit(".", 1)[-1] in project.evaluated:
-        return None, ""  # (an eval() of that name elsewhere in the project may be this model's)
+    if init is None or receiver not in cls.model_attrs:
+        return None, ""
     for item in init.items:
         if item.kind != "assign" or item.receiver != receiver:
             continue
         origin = item.origin or ""
         if not origin.startswith("alias:"):
+            if receiver.rsplit(".", 1)[-1] in project.evaluated:
+                return None, ""  # (an eval() of that name elsewhere in the project may be this model's)
             mode, why = project.origin_mode(init, origin, f"{short_path(init.path)}:{item.line}", item, 0)
             return (mode, f"{why}; no method of {cls.name} calls {receiver}.eval()") if mode == "train" else (None, "")
         param = origin[6:].split(".")[0]
@@ -323,12 +344,22 @@ def _class_evidence(project, module, fs, receiver):
             if argument is None:
                 continue
             mode, why = project.mode_at(caller, argument, call.line, call.col, call.conds)
-            if mode == "train":
+            if mode == "train" and not _switched_after(project, caller, argument, call):
                 return "train", (
                     f"{cls.name}({argument}) is built at {short_path(caller.path)}:{call.line} with {argument} in training mode "
                     f"({why}) and no method of {cls.name} calls eval() on it"
                 )
     return None, ""
+
+
+def _switched_after(project, caller, argument, construction) -> bool:
+    """After the holder is built with the model, the building function switches the model's
+    mode or hands it to a call that may (`p = Predictor(model); model.eval()`)."""
+    return any(
+        (e.line, e.col) > (construction.line, construction.col)
+        and ((e.kind in ("eval", "train") and related(e.receiver, argument)) or (e.kind == "call" and not _neutral(e.receiver) and any(related(a, argument) for a in e.args)))
+        for e in project.events(caller)
+    )
 
 
 def _recalibration(ctx, fs, events, site, receiver) -> bool:
