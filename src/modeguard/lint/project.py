@@ -591,6 +591,8 @@ class ProjectIndex:
             return None
         if head in module.classes:
             return self.method(module.classes[head], rest.split(".")[0], depth)
+        if head in module.imports:  # `Model.from_config` through a package's re-export
+            return self._resolve_absolute(module.path, f"{module.imports[head]}.{rest}", depth + 1)
         return None
 
     def _resolve_absolute(self, importer: str, target: str, depth: int):
@@ -949,7 +951,7 @@ class ProjectIndex:
             if TORCH_MODE_LAYER_RE.match(last):
                 return "train", f"nn.{last}() is built at {where}, and a new module is in training mode"
             return None, f"nn.{last} {NO_MODE_LAYERS}"
-        found = self.resolve(fs.path, name)
+        found = self.resolve(fs.path, name) or self.own_method(fs, name)
         if found is not None and found[0] == "class":
             cls = found[1]
             if not self.is_module_class(cls):
@@ -963,12 +965,31 @@ class ProjectIndex:
                 return None, f"{cls.name} {NO_MODE_LAYERS}"
             return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"
         if found is not None and found[0] == "function":
-            return self.returned_mode(found[1], where, depth + 1)
+            mode, why = self.returned_mode(found[1], where, depth + 1)
+            return (mode, why) if mode is not None or why else self.class_factory_mode(found[1], where)
         if found is None:
             last = name.rsplit(".", 1)[-1]
             if name.startswith(("torchvision.models.", "timm.")) or MODEL_CONSTRUCTOR_RE.search(last) or OPENMMLAB_BUILDER_RE.search(last):
                 return "train", f"{last}() is built at {where}, and a new module is in training mode"
         return None, ""
+
+    def own_method(self, fs: FunctionSummary, name: str):
+        """`self.helper` called in a method of `fs`'s class: that class's method (through its bases)."""
+        if not name.startswith("self.") or fs.cls is None or name.count(".") != 1:
+            return None
+        cls = self.modules[fs.path].classes.get(fs.cls)
+        return self.method(cls, name[5:]) if cls is not None else None
+
+    def class_factory_mode(self, fs: FunctionSummary, where: str):
+        """A classmethod of a project nn.Module class (`Model.from_config(cfg)`) that returns what
+        it builds and calls no eval(): a new module, in training mode."""
+        cls = self.modules[fs.path].classes.get(fs.cls) if fs.cls else None
+        if cls is None or "::classmethod" not in fs.decorators or not self.is_module_class(cls):
+            return None, ""
+        # (a model class's method without mode tokens is summarised empty: it calls no eval())
+        if any(e.kind == "eval" for e in self.events(fs)):
+            return None, ""
+        return "train", f"{cls.name}.{fs.name}() builds a new {cls.name} at {where}, and a new module is in training mode"
 
     def saved_mode(self):
         """The mode in which the project pickles whole models (`torch.save(model, f)`): a loaded

@@ -52,6 +52,15 @@ class MissingEval(Rule):
         "from mmdet.models import build_detector\nfrom mmcv.runner import load_checkpoint\nfrom mmcv.parallel import MMDataParallel\n\n"
         "model = build_detector(cfg.model)\nload_checkpoint(model, cfg.load_from)\nwrapped = MMDataParallel(model.cuda())\n"
         "with torch.no_grad():\n    result = wrapped(return_loss=False, **data)\n",
+        # a deployment wrapper whose loader builds the model by a classmethod factory and restores its weights
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.drop = nn.Dropout(0.5)\n\n"
+        "    @classmethod\n    def from_config(cls, cfg):\n        return cls()\n\n\nclass Deployment:\n    def __init__(self, cfg, state):\n"
+        "        self.model = self._load_model(cfg, state)\n\n    def _load_model(self, cfg, state):\n        model = Net.from_config(cfg)\n"
+        "        model.load_state_dict(state)\n        return model\n\n    def _run(self, data):\n        return self.model(data)\n",
+        # a wrapper that runs its caller's model and never calls eval(), while a sibling wrapper does
+        "class Retriever:\n    pass\n\n\nclass HubRetriever(Retriever):\n    def __init__(self, name):\n"
+        "        self.model = AutoModel.from_pretrained(name).eval()\n\n\nclass ModelRetriever(Retriever):\n    def __init__(self, model):\n"
+        "        self.model = model\n\n    def embed(self, batch):\n        with torch.no_grad():\n            return self.model(**batch)\n",
         # a class that trains its model in one method and samples from it in another
         "class Synth:\n    def fit(self, data):\n        self.generator = Generator()\n        for x in data:\n"
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
@@ -90,6 +99,9 @@ class MissingEval(Rule):
         "            module = getattr(self, name + '_')\n            module.train(training)\n\n    def infer(self, x):\n"
         "        return self.module_(x)\n\n    def evaluation_step(self, x, training=False):\n        self._set_training(training)\n"
         "        return self.infer(x)\n",
+        # a wrapper holding its caller's model, and no sibling that owns its model's mode
+        "class Retriever:\n    pass\n\n\nclass ModelRetriever(Retriever):\n    def __init__(self, model):\n        self.model = model\n\n"
+        "    def embed(self, batch):\n        with torch.no_grad():\n            return self.model(**batch)\n",
         # a helper whose forward is the training step (its caller runs backward() on the result)
         "class Exp:\n    def _step(self, x):\n        return self.model(x)\n\n    def load(self, p):\n"
         "        self.model.load_state_dict(torch.load(p, weights_only=True))\n\n    def train(self, loader):\n"
@@ -116,7 +128,7 @@ class MissingEval(Rule):
             events = project.events(fs)
             reported = set()
             if fs.cls is not None and fs.cls not in restored_by_class:
-                restored_by_class[fs.cls] = (_restored_attributes(module, fs.cls), _class_training(project, module, fs.cls))
+                restored_by_class[fs.cls] = (_restored_attributes(project, module, fs.cls), _class_training(project, module, fs.cls))
             restored, (trained, helpers) = restored_by_class.get(fs.cls, (frozenset(), ({}, frozenset())))
             if fs.name in helpers:
                 trained = {}  # part of the training itself
@@ -127,6 +139,8 @@ class MissingEval(Rule):
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
                     mode, why = _class_evidence(project, module, fs, receiver)
+                    if mode is None and not why and reason in ("no-grad", "function"):
+                        mode, why = _sibling_evidence(project, module, fs, receiver)
                 if mode != "train" or _recalibration(ctx, fs, events, site, receiver):
                     continue
                 reported.add(receiver)
@@ -184,7 +198,7 @@ def _loops_by_function(ctx) -> dict[int, list]:
     return found
 
 
-def _restored_attributes(module, cls_name) -> frozenset[str]:
+def _restored_attributes(project, module, cls_name) -> frozenset[str]:
     """`self.x` into which some method of the class loads weights (a predictor's checkpoint)."""
     cls = module.classes.get(cls_name)
     found = set()
@@ -195,7 +209,20 @@ def _restored_attributes(module, cls_name) -> frozenset[str]:
                 found.add(item.receiver)
             elif item.kind == "assign" and item.receiver.startswith("self.") and (item.origin or "").endswith("+weights"):
                 found.add(item.receiver)
+            elif item.kind == "assign" and item.receiver.startswith("self.") and _restored_by_helper(project, method, item.origin or ""):
+                found.add(item.receiver)
     return frozenset(found)
+
+
+def _restored_by_helper(project, method, origin) -> bool:
+    """`self.model = self._load_model(cfg, state_dict)`: a method of the class that loads
+    weights into the model it returns."""
+    found = project.own_method(method, origin[5:]) if origin.startswith("call:self.") else None
+    helper = found[1] if found is not None and found[0] == "function" else None
+    if helper is None:
+        return False
+    loaded = {item.receiver for item in helper.items if item.kind == "load" and item.receiver}
+    return any(item.kind == "return" and (item.origin or "")[6:] in loaded for item in helper.items if (item.origin or "").startswith("alias:"))
 
 
 def _class_training(project, module, cls_name):
@@ -350,6 +377,62 @@ def _class_evidence(project, module, fs, receiver):
                     f"({why}) and no method of {cls.name} calls eval() on it"
                 )
     return None, ""
+
+
+def _sibling_evidence(project, module, fs, receiver):
+    """A wrapper that runs the model its caller hands in (`self.model = model`) and never calls
+    eval(), where another subclass of the same project base puts its own `self.model` in eval
+    mode itself: the project's wrappers own the mode, this one forgot (and no construction in the
+    project hands it a model in eval mode)."""
+    cls = module.classes.get(fs.cls)
+    init = module.functions.get(f"{fs.cls}.__init__") if cls is not None else None
+    if init is None or receiver.count(".") != 1:
+        return None, ""
+    passed = [i for i in init.items if i.kind == "assign" and i.receiver == receiver and (i.origin or "").startswith("alias:")]
+    if not passed or passed[0].origin[6:] not in init.params:
+        return None, ""
+    methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
+    if any(e.kind in ("eval", "train") and related(e.receiver, receiver) for m in methods for e in project.events(m)):
+        return None, ""
+    for caller, call in project.class_constructions(cls):
+        argument = _argument_for(init, call, passed[0].origin[6:])
+        if argument is None or project.mode_at(caller, argument, call.line, call.col, call.conds)[0] != "train":
+            return None, ""  # built in the project with a model not shown to be training
+    bases = {(found[1].path, found[1].name) for found in (project.resolve(cls.path, b) for b in cls.bases) if found and found[0] == "class"}
+    for other in _subclasses(project, bases, cls):
+        where = _evaluates_own(project, other, receiver)
+        if where:
+            return "train", (
+                f"{cls.name} keeps the mode of the model its caller passes in (a new or trained model is in training mode) "
+                f"and never calls {receiver}.eval(), while "
+                f"{other.name}, another subclass of the same base, puts its {receiver} in eval mode at {where}"
+            )
+    return None, ""
+
+
+def _subclasses(project, bases, cls):
+    """Project classes other than `cls` with one of `bases` (path, name) as a direct base."""
+    if not bases:
+        return
+    names = {name for _, name in bases}
+    for other_module in project.modules.values():
+        for other in other_module.classes.values():
+            if other is cls or not any(b.lstrip(":").rsplit(".", 1)[-1] in names for b in other.bases):
+                continue
+            found = [project.resolve(other.path, b) for b in other.bases]
+            if any(f and f[0] == "class" and (f[1].path, f[1].name) in bases for f in found):
+                yield other
+
+
+def _evaluates_own(project, cls, receiver) -> str | None:
+    """Where a method of `cls` puts its own `receiver` in eval mode (`self.model = X.eval()`)."""
+    module = project.modules[cls.path]
+    for name in cls.methods:
+        method = module.functions.get(f"{cls.name}.{name}")
+        for item in method.items if method is not None else ():
+            if (item.kind == "eval" and item.receiver == receiver) or (item.kind == "assign" and item.receiver == receiver and item.origin == "eval"):
+                return f"{short_path(cls.path)}:{item.line}"
+    return None
 
 
 def _switched_after(project, caller, argument, construction) -> bool:
