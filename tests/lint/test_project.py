@@ -377,9 +377,16 @@ def test_cache_is_not_served_once_the_linter_itself_changed(tmp_path):
 
 def test_predictor_built_after_a_trainer_left_the_model_training(tmp_path):
     """`trainer.train(model, data, epochs=...)` is a call into the project, not Module.train:
-    the trainer's last `model.train(mode=True)` reaches the predictor built after it."""
+    the trainer's last `model.train(mode=True)` reaches the predictor built after it (the model
+    composed of submodules passed in: their Dropout counts)."""
     write(tmp_path, {
-        "models.py": NET,
+        "models.py": NET + """
+    class Seq2seq(nn.Module):
+        def __init__(self, encoder, decoder):
+            super().__init__()
+            self.encoder = encoder
+            self.decoder = decoder
+""",
         "trainer.py": """\
             class Trainer:
                 def train(self, model, data, epochs=1):
@@ -399,11 +406,11 @@ def test_predictor_built_after_a_trainer_left_the_model_training(tmp_path):
         """,
         "main.py": """\
             import torch
-            from models import Net
+            from models import Net, Seq2seq
             from predictor import Predictor
             from trainer import Trainer
 
-            net = Net()
+            net = Seq2seq(Net(), Net())
             net.load_state_dict(torch.load("ckpt.pt", weights_only=True))
             net.eval()
             trainer = Trainer()

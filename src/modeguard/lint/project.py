@@ -43,6 +43,9 @@ OPAQUE_BUILDER_RE = re.compile(r"(layer|block|make|build|norm|drop|create|stage|
 MODEL_CONSTRUCTOR_RE = re.compile(
     r"^((?=[A-Z])\w*(Net|Model|Former|Transformer|Classifier|Encoder|Decoder|Generator|Discriminator|GAN|CNN)\w*|resnet\d+|create_model|vgg\d+|mobilenet\w*|efficientnet\w*|densenet\d+|inception\w*|googlenet|alexnet|build_model|get_model)$"
 )
+# a model's own entry points that run its forward (`forward_on_instance`, `forward_features`);
+# not the training-step ones
+FORWARD_VARIANT_RE = re.compile(r"^forward_(?!train|backward|loss|step|hook|pre_hook)\w+$")
 # OpenMMLab's registry builders (mmdet, mmseg, mmcls, mmaction, mmpose): a new model, in training mode
 OPENMMLAB_BUILDER_RE = re.compile(r"^build_(detector|segmentor|classifier|recognizer|localizer|posenet)$")
 # loaders outside the project that fill a model's weights and leave its mode alone (mmcv, timm)
@@ -311,7 +314,7 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
         if attr in ("parameters", "named_parameters") and receiver:
             owners.add(receiver.rsplit(".", 1)[-1])
             return None
-        if attr in ("forward", "generate", "predict") and receiver:
+        if (attr in ("forward", "generate", "predict") or FORWARD_VARIANT_RE.match(attr)) and receiver:
             return Item("forward", receiver, *pos, scope.conds, scope.grad_off)
         root = dotted_name(func.value)
         if root == "self":  # a method (the index resolves it through the bases) or a submodule's forward
@@ -893,6 +896,9 @@ class ProjectIndex:
             if event.kind == "eval":
                 return "eval", where
             if event.kind == "train" and event.origin != "variable":
+                layerless = self._layerless_origin(fs, events, event, receiver, depth)
+                if layerless:
+                    return None, layerless  # training mode, but nothing in the model depends on it
                 how = f"{event.via}() leaves it in training mode" if event.via else f"{event.receiver}.train()"
                 return "train", trained or f"{how} at {where}"
             if event.kind == "assign" and event.receiver == receiver:
@@ -917,6 +923,32 @@ class ProjectIndex:
         if forwarded and (passed or head == "self"):
             return "train", trained
         return found or (None, "")
+
+    def _layerless_origin(self, fs: FunctionSummary, events: list[Event], switch: Event, receiver: str, depth: int) -> str | None:
+        """Why the model switched by `switch` has no Dropout/BatchNorm, when its construction
+        earlier in `fs` shows it (`net = BiRNN(...)`, then a helper's train())."""
+        for event in reversed(events):
+            if (event.line, event.col) >= (switch.line, switch.col) or event.kind != "assign" or event.receiver != receiver:
+                continue
+            if not compatible(event.conds, switch.conds):
+                continue
+            origin = event.origin or ""
+            mode, why = self.origin_mode(fs, origin, f"{short_path(fs.path)}:{event.line}", event, depth + 1)
+            return why if mode is None and why.endswith(NO_MODE_LAYERS) and not self._holds_passed_modules(fs, origin) else None
+        return None
+
+    def _holds_passed_modules(self, fs: FunctionSummary, origin: str) -> bool:
+        """A project class built with its submodules passed in (`Seq2seq(encoder, decoder)`): its
+        own layers say nothing about theirs."""
+        found = self.resolve(fs.path, origin[5:].removesuffix("+weights")) if origin.startswith("call:") else None
+        init = self.method(found[1], "__init__") if found is not None and found[0] == "class" else None
+        if init is None:
+            return False
+        params = {p for p in init[1].params if MODEL_NAME_RE.search(p)}  # `encoder`, `decoder`, `backbone`
+        return any(
+            item.kind == "assign" and (item.receiver or "").startswith("self.") and (item.origin or "")[6:].split(".")[0] in params
+            for item in init[1].items if (item.origin or "").startswith("alias:")
+        )
 
     def _training_call(self, caller: FunctionSummary, item: Item) -> bool:
         """A call whose result is trained: a backward() follows it closely with autograd on

@@ -9,6 +9,7 @@ from modeguard.lint.rule import Rule
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
 FRAMEWORK_HOOK_RE = re.compile(r"(_step$|_step_end$|^on_|_epoch_end$)")  # Lightning hooks
 EVAL_LOADER_RE = re.compile(r"(test|val|valid|eval|dev|holdout)", re.I)
+GRADIENT_INSPECTION_RE = re.compile(r"(gradient|saliency|attribution|grad_cam|explain|interpret)", re.I)
 CALIBRATION_RE = re.compile(r"(calibrat|update_bn|running stat)", re.I)
 RECALIBRATION_RE = re.compile(r"(recalib|calibrat|update_bn|bn_stat|batch ?norm|\bbn\b|mc.?dropout|monte|mc_|dropout)", re.I)
 
@@ -61,6 +62,10 @@ class MissingEval(Rule):
         "class Retriever:\n    pass\n\n\nclass HubRetriever(Retriever):\n    def __init__(self, name):\n"
         "        self.model = AutoModel.from_pretrained(name).eval()\n\n\nclass ModelRetriever(Retriever):\n    def __init__(self, model):\n"
         "        self.model = model\n\n    def embed(self, batch):\n        with torch.no_grad():\n            return self.model(**batch)\n",
+        # the class's own factory puts the model in eval mode; built directly, the predictor never does
+        "class Predictor:\n    def __init__(self, model, reader):\n        self._model = model\n        self._reader = reader\n\n"
+        "    def predict_instance(self, instance):\n        return self._model.forward_on_instance(instance)\n\n    @classmethod\n"
+        "    def from_archive(cls, archive):\n        model = archive.model\n        model.eval()\n        return cls(model, archive.reader)\n",
         # a class that trains its model in one method and samples from it in another
         "class Synth:\n    def fit(self, data):\n        self.generator = Generator()\n        for x in data:\n"
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
@@ -102,6 +107,14 @@ class MissingEval(Rule):
         # a wrapper holding its caller's model, and no sibling that owns its model's mode
         "class Retriever:\n    pass\n\n\nclass ModelRetriever(Retriever):\n    def __init__(self, model):\n        self.model = model\n\n"
         "    def embed(self, batch):\n        with torch.no_grad():\n            return self.model(**batch)\n",
+        # a trainer's train() leaves the model training, but the model has no Dropout/BatchNorm
+        "class Trainer:\n    def train(self, model, data, epochs=1):\n        for x, y in data:\n            loss_fn(model(x), y).backward()\n"
+        "        model.eval()\n        model.train()\n\n\nnet = nn.Sequential(nn.Linear(4, 2))\ntrainer = Trainer()\n"
+        "trainer.train(net, data, epochs=2)\nwith torch.no_grad():\n    print(net(x))\n",
+        # backward() for input gradients (saliency) does not train the caller's model
+        "class Interpreter:\n    def __init__(self, model):\n        self.model = model\n\n    def saliency_gradients(self, x):\n"
+        "        x.requires_grad_()\n        self.model(x).sum().backward()\n        return x.grad\n\n    def predict(self, x):\n"
+        "        with torch.no_grad():\n            return self.model(x)\n",
         # a helper whose forward is the training step (its caller runs backward() on the result)
         "class Exp:\n    def _step(self, x):\n        return self.model(x)\n\n    def load(self, p):\n"
         "        self.model.load_state_dict(torch.load(p, weights_only=True))\n\n    def train(self, loader):\n"
@@ -141,6 +154,8 @@ class MissingEval(Rule):
                     mode, why = _class_evidence(project, module, fs, receiver)
                     if mode is None and not why and reason in ("no-grad", "function"):
                         mode, why = _sibling_evidence(project, module, fs, receiver)
+                    if mode is None and not why and reason in ("no-grad", "function"):
+                        mode, why = _factory_evidence(project, module, fs, receiver)
                 if mode != "train" or _recalibration(ctx, fs, events, site, receiver):
                     continue
                 reported.add(receiver)
@@ -235,7 +250,7 @@ def _class_training(project, module, cls_name):
         if method is None:
             continue
         events = project.events(method)
-        if not any(e.kind == "backward" and not e.grad_off for e in events):
+        if not any(e.kind == "backward" and not e.grad_off for e in events) or _inspects_gradients(method):
             continue
         helpers.add(name)
         helpers.update(item.receiver[5:] for item in method.items if item.kind == "call" and item.receiver.startswith("self:"))
@@ -341,7 +356,7 @@ def _class_evidence(project, module, fs, receiver):
                     return None, why  # built in eval mode, or without Dropout/BatchNorm
     for method in methods:
         found = events[method.name]
-        backward = next((e for e in found if e.kind == "backward"), None)
+        backward = None if _inspects_gradients(method) else next((e for e in found if e.kind == "backward"), None)
         last = receiver.rsplit(".", 1)[-1]
         if backward is not None and method is not fs and (last in project.trained or MODEL_NAME_RE.search(last)) and any(
             e.kind in ("forward", "train") and not e.grad_off and e.receiver not in (None, "self") and related(e.receiver, receiver)
@@ -379,26 +394,67 @@ def _class_evidence(project, module, fs, receiver):
     return None, ""
 
 
+def _inspects_gradients(method) -> bool:
+    """A method that runs backward() for the input gradients (saliency, attributions), with no
+    optimizer step: it does not train the model."""
+    return GRADIENT_INSPECTION_RE.search(method.name) is not None and not any(item.kind == "step" for item in method.items)
+
+
+def _passed_model(project, module, fs, receiver):
+    """(class, __init__, parameter) when `receiver` is the model the caller hands to the class's
+    constructor (`self.model = model`) and no method of the class switches its mode."""
+    cls = module.classes.get(fs.cls)
+    init = module.functions.get(f"{fs.cls}.__init__") if cls is not None else None
+    if init is None or receiver.count(".") != 1:
+        return None
+    passed = [i for i in init.items if i.kind == "assign" and i.receiver == receiver and (i.origin or "").startswith("alias:")]
+    if not passed or passed[0].origin[6:] not in init.params:
+        return None
+    methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
+    if any(e.kind in ("eval", "train") and related(e.receiver, receiver) for m in methods for e in project.events(m)):
+        return None
+    return cls, init, passed[0].origin[6:]
+
+
+def _factory_evidence(project, module, fs, receiver):
+    """The class's own factory (a classmethod) puts the model in eval mode before building the
+    class with it (`model.eval(); return cls(model, reader)`), its constructor never does: built
+    directly, it runs its caller's model in whatever mode that model is in."""
+    found = _passed_model(project, module, fs, receiver)
+    if found is None:
+        return None, ""
+    cls, init, param = found
+    for name in cls.methods:
+        factory = module.functions.get(f"{cls.name}.{name}")
+        if factory is None or not {"::classmethod", "::staticmethod"} & set(factory.decorators):
+            continue
+        for item in factory.items:
+            if item.kind != "eval" or not item.receiver or "." in item.receiver:
+                continue
+            # then returns what it builds (`cls(model, ...)`, `predictor_class(model, ...)`)
+            if any(later.kind == "return" and (later.line, later.col) > (item.line, item.col) and (later.origin or "").startswith("call:") for later in factory.items):
+                return "train", (
+                    f"{cls.name}.{name}() puts the model in eval mode before building a {cls.name} "
+                    f"({short_path(factory.path)}:{item.line}), but {cls.name}() built directly keeps the mode of its caller's model "
+                    f"(a new or trained model is in training mode) and never calls {receiver}.eval()"
+                )
+    return None, ""
+
+
 def _sibling_evidence(project, module, fs, receiver):
     """A wrapper that runs the model its caller hands in (`self.model = model`) and never calls
     eval(), where another subclass of the same project base puts its own `self.model` in eval
     mode itself: the project's wrappers own the mode, this one forgot (and no construction in the
     project hands it a model in eval mode)."""
-    cls = module.classes.get(fs.cls)
-    init = module.functions.get(f"{fs.cls}.__init__") if cls is not None else None
-    if init is None or receiver.count(".") != 1:
+    found = _passed_model(project, module, fs, receiver)
+    if found is None:
         return None, ""
-    passed = [i for i in init.items if i.kind == "assign" and i.receiver == receiver and (i.origin or "").startswith("alias:")]
-    if not passed or passed[0].origin[6:] not in init.params:
-        return None, ""
-    methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
-    if any(e.kind in ("eval", "train") and related(e.receiver, receiver) for m in methods for e in project.events(m)):
-        return None, ""
+    cls, init, param = found
     for caller, call in project.class_constructions(cls):
-        argument = _argument_for(init, call, passed[0].origin[6:])
+        argument = _argument_for(init, call, param)
         if argument is None or project.mode_at(caller, argument, call.line, call.col, call.conds)[0] != "train":
             return None, ""  # built in the project with a model not shown to be training
-    bases = {(found[1].path, found[1].name) for found in (project.resolve(cls.path, b) for b in cls.bases) if found and found[0] == "class"}
+    bases = {(base[1].path, base[1].name) for base in (project.resolve(cls.path, ref) for ref in cls.bases) if base and base[0] == "class"}
     for other in _subclasses(project, bases, cls):
         where = _evaluates_own(project, other, receiver)
         if where:
