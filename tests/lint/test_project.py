@@ -373,3 +373,158 @@ def test_cache_is_not_served_once_the_linter_itself_changed(tmp_path):
         patch.setattr(runner, "check", lambda ctx, *args: checked.append(ctx.path) or runner_check(ctx, *args))
         assert check(project, cache) == first
     assert checked  # checked again, not served
+
+
+def test_predictor_built_after_a_trainer_left_the_model_training(tmp_path):
+    """`trainer.train(model, data, epochs=...)` is a call into the project, not Module.train:
+    the trainer's last `model.train(mode=True)` reaches the predictor built after it (the model
+    composed of submodules passed in: their Dropout counts)."""
+    write(tmp_path, {
+        "models.py": NET + """
+    class Seq2seq(nn.Module):
+        def __init__(self, encoder, decoder):
+            super().__init__()
+            self.encoder = encoder
+            self.decoder = decoder
+""",
+        "trainer.py": """\
+            class Trainer:
+                def train(self, model, data, epochs=1):
+                    for x, y in data:
+                        model(x).sum().backward()
+                    model.train(mode=False)
+                    print(sum(model(x).sum() for x, _ in data))
+                    model.train(mode=True)
+        """,
+        "predictor.py": """\
+            class Predictor:
+                def __init__(self, model):
+                    self.model = model
+
+                def predict(self, x):
+                    return self.model(x)
+        """,
+        "main.py": """\
+            import torch
+            from models import Net, Seq2seq
+            from predictor import Predictor
+            from trainer import Trainer
+
+            net = Seq2seq(Net(), Net())
+            net.load_state_dict(torch.load("ckpt.pt", weights_only=True))
+            net.eval()
+            trainer = Trainer()
+            trainer.train(net, [], epochs=2)
+            print(Predictor(net).predict(1))
+        """,
+    })
+    [(path, row, code, message)] = check(tmp_path)
+    assert (path, row, code) == ("predictor.py", 6, "MG101") and "main.py:11" in message and "main.py:10" in message
+
+
+def test_deployment_wrapper_restoring_a_model_built_by_a_classmethod_factory(tmp_path):
+    """The model comes from `Model.from_config` (a classmethod of a module class, re-exported by
+    the package) through the wrapper's own loader that restores its weights."""
+    write(tmp_path, {
+        "models/__init__.py": "from .model import Model\n",
+        "models/model.py": """\
+            import torch.nn as nn
+
+
+            class Model(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.drop = nn.Dropout(0.5)
+
+                @classmethod
+                def from_config(cls, config):
+                    return cls()
+        """,
+        "deploy.py": """\
+            import torch
+            from models import Model
+
+
+            class Deployment:
+                def __init__(self, config, path):
+                    self.model = self._load_model(config, path)
+
+                def _load_model(self, config, path):
+                    model = Model.from_config(config)
+                    model.load_state_dict(torch.load(path, weights_only=True))
+                    return model
+
+                def _predict(self, data):
+                    return self.model(data)
+        """,
+    })
+    [(path, row, code, message)] = check(tmp_path)
+    assert (path, row, code) == ("deploy.py", 15, "MG101") and "Model.from_config()" in message
+
+
+def test_deployment_wrapper_that_evaluates_its_model_is_silent(tmp_path):
+    write(tmp_path, {
+        "models.py": NET.replace("self.drop = nn.Dropout(0.5)", "self.drop = nn.Dropout(0.5)\n\n    @classmethod\n    def build(cls):\n        return cls()"),
+        "deploy.py": """\
+            import torch
+            from models import Net
+
+
+            class Deployment:
+                def __init__(self, path):
+                    self.model = self._load_model(path)
+                    self.model.eval()
+
+                def _load_model(self, path):
+                    model = Net.build()
+                    model.load_state_dict(torch.load(path, weights_only=True))
+                    return model
+
+                def _predict(self, data):
+                    return self.model(data)
+        """,
+    })
+    assert check(tmp_path) == []
+
+
+RETRIEVERS = {
+    "base.py": """\
+        class BaseRetriever:
+            def embed(self, batch):
+                raise NotImplementedError
+    """,
+    "hub.py": """\
+        from base import BaseRetriever
+        from zoo import build
+
+
+        class HubRetriever(BaseRetriever):
+            def __init__(self, name):
+                self.model = build(name){evaluated}
+    """,
+    "wrapper.py": """\
+        import torch
+        from base import BaseRetriever
+
+
+        class ModelRetriever(BaseRetriever):
+            def __init__(self, model):
+                self.model = model
+
+            def embed(self, batch):
+                with torch.no_grad():
+                    return self.model(**batch)
+    """,
+}
+
+
+@pytest.mark.parametrize("evaluated", [".eval()", ""])
+def test_wrapper_of_a_callers_model_where_a_sibling_owns_the_mode(tmp_path, evaluated):
+    """Another subclass of the same base puts its own model in eval mode: this one forgot."""
+    write(tmp_path, {name: text.replace("{evaluated}", evaluated) for name, text in RETRIEVERS.items()})
+    found = check(tmp_path)
+    if not evaluated:
+        assert found == []
+        return
+    [(path, row, code, message)] = found
+    assert (path, row, code) == ("wrapper.py", 11, "MG101") and "HubRetriever" in message and "hub.py:7" in message

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
 from modeguard.lint.models import MODEL_NAME_RE
@@ -43,6 +43,13 @@ OPAQUE_BUILDER_RE = re.compile(r"(layer|block|make|build|norm|drop|create|stage|
 MODEL_CONSTRUCTOR_RE = re.compile(
     r"^((?=[A-Z])\w*(Net|Model|Former|Transformer|Classifier|Encoder|Decoder|Generator|Discriminator|GAN|CNN)\w*|resnet\d+|create_model|vgg\d+|mobilenet\w*|efficientnet\w*|densenet\d+|inception\w*|googlenet|alexnet|build_model|get_model)$"
 )
+# a model's own entry points that run its forward (`forward_on_instance`, `forward_features`);
+# not the training-step ones
+FORWARD_VARIANT_RE = re.compile(r"^forward_(?!train|backward|loss|step|hook|pre_hook)\w+$")
+# OpenMMLab's registry builders (mmdet, mmseg, mmcls, mmaction, mmpose): a new model, in training mode
+OPENMMLAB_BUILDER_RE = re.compile(r"^build_(detector|segmentor|classifier|recognizer|localizer|posenet)$")
+# loaders outside the project that fill a model's weights and leave its mode alone (mmcv, timm)
+WEIGHT_LOADER_RE = re.compile(r"(^|\.)load_checkpoint$")
 # torch.nn layers whose behaviour depends on the mode (InstanceNorm only with running stats)
 TORCH_MODE_LAYER_RE = re.compile(r"^(Dropout\w*|AlphaDropout|FeatureAlphaDropout|BatchNorm\dd|SyncBatchNorm|LazyBatchNorm\dd|Transformer\w*|MultiheadAttention)$")
 TORCH_DROPOUT_KW_RE = re.compile(r"^(LSTM|GRU|RNN|InstanceNorm\dd)$")
@@ -236,6 +243,7 @@ def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func,
             origin = model_value(ctx, node.value)
             if origin is not None:
                 items.append(Item("return", None, node.lineno, node.col_offset, r_scope.conds, origin=origin))
+    items = _through_dynamic_attributes(items, () if shallow else assigns_by_func.get(id(func), ()))
     items.sort(key=lambda i: (i.line, i.col, i.kind != "assign"))
     decorators = tuple(_reference(ctx, d) for d in (_decorator_name(x) for x in (func.decorator_list if func is not None else ())) if d)
     wraps = False
@@ -255,6 +263,21 @@ def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func,
         items=tuple(items),
         local_names=frozenset(local_names),
     )
+
+
+def _through_dynamic_attributes(items: list[Item], assigns) -> list[Item]:
+    """`module = getattr(self, name); module.train(flag)`: a mode switch of some attribute of
+    `self` chosen at run time (skorch's `_set_training`), recorded on `self`."""
+    aliases = {
+        target.id
+        for node, _ in assigns
+        for target in node.targets
+        if isinstance(target, ast.Name) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+        and node.value.func.id == "getattr" and node.value.args and dotted_name(node.value.args[0]) == "self"
+    }
+    if not aliases:
+        return items
+    return [replace(i, receiver="self") if i.kind in ("eval", "train") and i.receiver in aliases else i for i in items]
 
 
 def _decorator_name(node) -> str | None:
@@ -305,7 +328,7 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
             return None  # `deepcopy(model).eval()`: no name to follow
         if attr == "eval" and not call.args and not call.keywords:
             return Item("eval", receiver, *pos, scope.conds)
-        if attr == "train":
+        if attr == "train" and _module_train_signature(call):
             arg = call.args[0] if call.args else (call.keywords[0].value if call.keywords else None)
             if isinstance(arg, ast.Constant) and arg.value is False:
                 return Item("eval", receiver, *pos, scope.conds)
@@ -327,7 +350,7 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
         if attr in ("parameters", "named_parameters") and receiver:
             owners.add(receiver.rsplit(".", 1)[-1])
             return None
-        if attr in ("forward", "generate", "predict") and receiver:
+        if (attr in ("forward", "generate", "predict") or FORWARD_VARIANT_RE.match(attr)) and receiver:
             return Item("forward", receiver, *pos, scope.conds, scope.grad_off)
         root = dotted_name(func.value)
         if root == "self":  # a method (the index resolves it through the bases) or a submodule's forward
@@ -348,6 +371,12 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
             return _call_item(ctx, call, name, scope, pos)
         return Item("forward", name, *pos, scope.conds, scope.grad_off)
     return None
+
+
+def _module_train_signature(call: ast.Call) -> bool:
+    """`Module.train(mode=True)` takes one argument: `trainer.train(model, data, epochs=4)` is a
+    call into the project (whose own mode switches the index follows), not a mode switch."""
+    return len(call.args) + len(call.keywords) <= 1 and all(k.arg == "mode" for k in call.keywords)
 
 
 def _call_item(ctx, call, ref, scope, pos) -> Item:
@@ -653,6 +682,8 @@ class ProjectIndex:
             return None
         if head in module.classes:
             return self.method(module.classes[head], rest.split(".")[0], depth)
+        if head in module.imports:  # `Model.from_config` through a package's re-export
+            return self._resolve_absolute(module.path, f"{module.imports[head]}.{rest}", depth + 1)
         return None
 
     def _resolve_absolute(self, importer: str, target: str, depth: int):
@@ -966,7 +997,7 @@ class ProjectIndex:
                 forwarded = forwarded or last in self.trained or MODEL_NAME_RE.search(last) is not None
             where = f"{short_path(fs.path)}:{event.line}"
             if event.kind == "call":
-                if any(related(arg, receiver) for arg in event.args) and not _neutral(event.receiver):
+                if any(related(arg, receiver) for arg in event.args) and not _neutral(event.receiver) and not _builds(events, event, receiver):
                     return None, f"{event.receiver}() at {where} may switch it"
                 continue
             if event.kind == "backward" and trained is None and not event.grad_off:
@@ -977,6 +1008,9 @@ class ProjectIndex:
             if event.kind == "eval":
                 return "eval", where
             if event.kind == "train" and event.origin != "variable":
+                layerless = self._layerless_origin(fs, events, event, receiver, depth)
+                if layerless:
+                    return None, layerless  # training mode, but nothing in the model depends on it
                 how = f"{event.via}() leaves it in training mode" if event.via else f"{event.receiver}.train()"
                 return "train", trained or f"{how} at {where}"
             if event.kind == "assign" and event.receiver == receiver:
@@ -1198,6 +1232,32 @@ class ProjectIndex:
                 found.add(item.receiver)
         return frozenset(found)
 
+    def _layerless_origin(self, fs: FunctionSummary, events: list[Event], switch: Event, receiver: str, depth: int) -> str | None:
+        """Why the model switched by `switch` has no Dropout/BatchNorm, when its construction
+        earlier in `fs` shows it (`net = BiRNN(...)`, then a helper's train())."""
+        for event in reversed(events):
+            if (event.line, event.col) >= (switch.line, switch.col) or event.kind != "assign" or event.receiver != receiver:
+                continue
+            if not compatible(event.conds, switch.conds):
+                continue
+            origin = event.origin or ""
+            mode, why = self.origin_mode(fs, origin, f"{short_path(fs.path)}:{event.line}", event, depth + 1)
+            return why if mode is None and why.endswith(NO_MODE_LAYERS) and not self._holds_passed_modules(fs, origin) else None
+        return None
+
+    def _holds_passed_modules(self, fs: FunctionSummary, origin: str) -> bool:
+        """A project class built with its submodules passed in (`Seq2seq(encoder, decoder)`): its
+        own layers say nothing about theirs."""
+        found = self.resolve(fs.path, origin[5:].removesuffix("+weights")) if origin.startswith("call:") else None
+        init = self.method(found[1], "__init__") if found is not None and found[0] == "class" else None
+        if init is None:
+            return False
+        params = {p for p in init[1].params if MODEL_NAME_RE.search(p)}  # `encoder`, `decoder`, `backbone`
+        return any(
+            item.kind == "assign" and (item.receiver or "").startswith("self.") and (item.origin or "")[6:].split(".")[0] in params
+            for item in init[1].items if (item.origin or "").startswith("alias:")
+        )
+
     def _training_call(self, caller: FunctionSummary, item: Item) -> bool:
         """A call whose result is trained: a backward() follows it closely with autograd on
         (`loss = self._process_one_batch(x); loss.backward()`), no mode switch between."""
@@ -1233,7 +1293,7 @@ class ProjectIndex:
             if TORCH_MODE_LAYER_RE.match(last):
                 return "train", f"nn.{last}() is built at {where}, and a new module is in training mode"
             return None, f"nn.{last} {NO_MODE_LAYERS}"
-        found = self.resolve(fs.path, name)
+        found = self.resolve(fs.path, name) or self.own_method(fs, name)
         if found is not None and found[0] == "class":
             cls = found[1]
             if not self.is_module_class(cls):
@@ -1251,12 +1311,31 @@ class ProjectIndex:
             if argument is not None:
                 mode, why = self.mode_at(fs, argument, event.line, event.col, event.conds, depth + 1)
                 return mode, (f"{found[1].name}() at {where} returns modules of {argument}: {why}" if mode == "train" else why)
-            return self.returned_mode(found[1], where, depth + 1)
+            mode, why = self.returned_mode(found[1], where, depth + 1)
+            return (mode, why) if mode is not None or why else self.class_factory_mode(found[1], where)
         if found is None:
             last = name.rsplit(".", 1)[-1]
-            if name.startswith(("torchvision.models.", "timm.")) or MODEL_CONSTRUCTOR_RE.search(last):
+            if name.startswith(("torchvision.models.", "timm.")) or MODEL_CONSTRUCTOR_RE.search(last) or OPENMMLAB_BUILDER_RE.search(last):
                 return "train", f"{last}() is built at {where}, and a new module is in training mode"
         return None, ""
+
+    def own_method(self, fs: FunctionSummary, name: str):
+        """`self.helper` called in a method of `fs`'s class: that class's method (through its bases)."""
+        if not name.startswith("self.") or fs.cls is None or name.count(".") != 1:
+            return None
+        cls = self.modules[fs.path].classes.get(fs.cls)
+        return self.method(cls, name[5:]) if cls is not None else None
+
+    def class_factory_mode(self, fs: FunctionSummary, where: str):
+        """A classmethod of a project nn.Module class (`Model.from_config(cfg)`) that returns what
+        it builds and calls no eval(): a new module, in training mode."""
+        cls = self.modules[fs.path].classes.get(fs.cls) if fs.cls else None
+        if cls is None or "::classmethod" not in fs.decorators or not self.is_module_class(cls):
+            return None, ""
+        # (a model class's method without mode tokens is summarised empty: it calls no eval())
+        if any(e.kind == "eval" for e in self.events(fs)):
+            return None, ""
+        return "train", f"{cls.name}.{fs.name}() builds a new {cls.name} at {where}, and a new module is in training mode"
 
     def saved_mode(self):
         """The mode in which the project pickles whole models (`torch.save(model, f)`): a loaded
@@ -1303,9 +1382,15 @@ NEUTRAL_RE = re.compile(
 )
 
 
+def _builds(events: list[Event], call: Event, receiver: str) -> bool:
+    """The call is the one whose result is assigned to `receiver` (`model = build(cfg.model)`):
+    it makes the model, it does not switch it."""
+    return any(e.kind == "assign" and e.receiver == receiver and e.line == call.line and e.col < call.col for e in events)
+
+
 def _neutral(ref: str | None) -> bool:
     """A call that cannot change a model's mode: builtins, logging, optimizers, torch.save."""
-    return ref is not None and (NEUTRAL_RE.match(ref) is not None or WRAPPER_RE.search(ref.rsplit(".", 1)[-1]) is not None)
+    return ref is not None and (NEUTRAL_RE.match(ref) is not None or WRAPPER_RE.search(ref.rsplit(".", 1)[-1]) is not None or WEIGHT_LOADER_RE.search(ref) is not None)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -5,12 +5,13 @@ import weakref
 
 from modeguard.lint.context import compatible, condition_holds, dotted_name
 from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
-from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, short_path, related
+from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, _neutral, short_path, related
 from modeguard.lint.rule import Rule
 
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
 FRAMEWORK_HOOK_RE = re.compile(r"(_step$|_step_end$|^on_|_epoch_end$)")  # Lightning hooks
 EVAL_LOADER_RE = re.compile(r"(test|val|valid|eval|dev|holdout)", re.I)
+GRADIENT_INSPECTION_RE = re.compile(r"(gradient|saliency|attribution|grad_cam|explain|interpret)", re.I)
 CALIBRATION_RE = re.compile(r"(calibrat|update_bn|running stat)", re.I)
 RECALIBRATION_RE = re.compile(r"(recalib|calibrat|update_bn|bn_stat|batch ?norm|\bbn\b|mc.?dropout|monte|mc_|dropout)", re.I)
 
@@ -44,6 +45,29 @@ class MissingEval(Rule):
         # a test loop after the training loop, without no_grad
         "def main():\n    model = Net()\n    for x, y in train_loader:\n        loss_fn(model(x), y).backward()\n        optimizer.step()\n"
         "    for x, y in test_loader:\n        print(model(x).argmax(1))\n",
+        # a predictor built right after a trainer's train(model, data, ...) put the model back in training mode
+        "class Trainer:\n    def train(self, model, data, epochs=1):\n        for x, y in data:\n            loss_fn(model(x), y).backward()\n"
+        "        model.eval()\n        model.train(mode=True)\n\n\nclass Predictor:\n    def __init__(self, model):\n        self.model = model\n\n"
+        "    def predict(self, x):\n        return self.model(x)\n\n\nnet = Net()\nnet.load_state_dict(torch.load(p, weights_only=True))\nnet.eval()\n"
+        "trainer = Trainer()\ntrainer.train(net, data, epochs=2)\n"
+        "print(Predictor(net).predict(x))\n",
+        # an OpenMMLab detector built, given weights by load_checkpoint, run through its wrapper
+        "from mmdet.models import build_detector\nfrom mmcv.runner import load_checkpoint\nfrom mmcv.parallel import MMDataParallel\n\n"
+        "model = build_detector(cfg.model)\nload_checkpoint(model, cfg.load_from)\nwrapped = MMDataParallel(model.cuda())\n"
+        "with torch.no_grad():\n    result = wrapped(return_loss=False, **data)\n",
+        # a deployment wrapper whose loader builds the model by a classmethod factory and restores its weights
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.drop = nn.Dropout(0.5)\n\n"
+        "    @classmethod\n    def from_config(cls, cfg):\n        return cls()\n\n\nclass Deployment:\n    def __init__(self, cfg, state):\n"
+        "        self.model = self._load_model(cfg, state)\n\n    def _load_model(self, cfg, state):\n        model = Net.from_config(cfg)\n"
+        "        model.load_state_dict(state)\n        return model\n\n    def _run(self, data):\n        return self.model(data)\n",
+        # a wrapper that runs its caller's model and never calls eval(), while a sibling wrapper does
+        "class Retriever:\n    pass\n\n\nclass HubRetriever(Retriever):\n    def __init__(self, name):\n"
+        "        self.model = AutoModel.from_pretrained(name).eval()\n\n\nclass ModelRetriever(Retriever):\n    def __init__(self, model):\n"
+        "        self.model = model\n\n    def embed(self, batch):\n        with torch.no_grad():\n            return self.model(**batch)\n",
+        # the class's own factory puts the model in eval mode; built directly, the predictor never does
+        "class Predictor:\n    def __init__(self, model, reader):\n        self._model = model\n        self._reader = reader\n\n"
+        "    def predict_instance(self, instance):\n        return self._model.forward_on_instance(instance)\n\n    @classmethod\n"
+        "    def from_archive(cls, archive):\n        model = archive.model\n        model.eval()\n        return cls(model, archive.reader)\n",
         # a class that trains its model in one method and samples from it in another
         "class Synth:\n    def fit(self, data):\n        self.generator = Generator()\n        for x in data:\n"
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
@@ -121,6 +145,26 @@ class MissingEval(Rule):
         # the mode chosen by a parameter: the eval() branch is the evaluation path
         "def run(model, loader, train):\n    model.train() if train else model.eval()\n    with torch.set_grad_enabled(train):\n"
         "        return [model(x) for x in loader]\n\n\nmodel = Net()\nrun(model, loader, train=False)\n",
+        # the predictor's model is put in eval mode after the predictor is built
+        "class Predictor:\n    def __init__(self, model):\n        self.model = model\n\n    def predict(self, x):\n        return self.model(x)\n\n\n"
+        "net = Net()\nfor x, y in data:\n    loss_fn(net(x), y).backward()\npredictor = Predictor(net)\nnet.eval()\nprint(predictor.predict(x))\n",
+        # modes switched through getattr(self, name) over the modules the class holds (skorch)
+        "class NeuralNet:\n    def fit(self, data):\n        self.module_ = Net()\n        self.optimizer_ = SGD(self.module_.parameters())\n        self._set_training(True)\n        for x, y in data:\n"
+        "            loss_fn(self.module_(x), y).backward()\n\n    def _set_training(self, training):\n        for name in self._modules:\n"
+        "            module = getattr(self, name + '_')\n            module.train(training)\n\n    def infer(self, x):\n"
+        "        return self.module_(x)\n\n    def evaluation_step(self, x, training=False):\n        self._set_training(training)\n"
+        "        return self.infer(x)\n",
+        # a wrapper holding its caller's model, and no sibling that owns its model's mode
+        "class Retriever:\n    pass\n\n\nclass ModelRetriever(Retriever):\n    def __init__(self, model):\n        self.model = model\n\n"
+        "    def embed(self, batch):\n        with torch.no_grad():\n            return self.model(**batch)\n",
+        # a trainer's train() leaves the model training, but the model has no Dropout/BatchNorm
+        "class Trainer:\n    def train(self, model, data, epochs=1):\n        for x, y in data:\n            loss_fn(model(x), y).backward()\n"
+        "        model.eval()\n        model.train()\n\n\nnet = nn.Sequential(nn.Linear(4, 2))\ntrainer = Trainer()\n"
+        "trainer.train(net, data, epochs=2)\nwith torch.no_grad():\n    print(net(x))\n",
+        # backward() for input gradients (saliency) does not train the caller's model
+        "class Interpreter:\n    def __init__(self, model):\n        self.model = model\n\n    def saliency_gradients(self, x):\n"
+        "        x.requires_grad_()\n        self.model(x).sum().backward()\n        return x.grad\n\n    def predict(self, x):\n"
+        "        with torch.no_grad():\n            return self.model(x)\n",
         # a helper whose forward is the training step (its caller runs backward() on the result)
         "class Exp:\n    def _step(self, x):\n        return self.model(x)\n\n    def load(self, p):\n"
         "        self.model.load_state_dict(torch.load(p, weights_only=True))\n\n    def train(self, loader):\n"
@@ -185,7 +229,7 @@ class MissingEval(Rule):
             events = project.events(fs)
             reported = set()
             if fs.cls is not None and fs.cls not in restored_by_class:
-                restored_by_class[fs.cls] = (_restored_attributes(module, fs.cls), _class_training(project, module, fs.cls))
+                restored_by_class[fs.cls] = (_restored_attributes(project, module, fs.cls), _class_training(project, module, fs.cls))
             restored, (trained, helpers) = restored_by_class.get(fs.cls, (frozenset(), ({}, frozenset())))
             if fs.name in helpers:
                 trained = {}  # part of the training itself
@@ -208,6 +252,10 @@ class MissingEval(Rule):
                     mode, why = _class_evidence(project, module, fs, receiver)
                     if mode is None and not why:
                         mode, why = _subclass_evidence(project, module, fs, receiver)
+                    if mode is None and not why and reason in ("no-grad", "function"):
+                        mode, why = _sibling_evidence(project, module, fs, receiver)
+                    if mode is None and not why and reason in ("no-grad", "function"):
+                        mode, why = _factory_evidence(project, module, fs, receiver)
                 if mode is None and companion is not None and receiver.split(".")[0] in fs.params and not project.callers(fs):
                     mode, why = _companion_mode(project, fs, companion[0], receiver)
                 if mode != "train" or (not reason.startswith(TRAINING_FUNCTION_REASONS) and _recalibration(ctx, fs, events, site, receiver)):
@@ -282,7 +330,7 @@ def _loops_by_function(ctx) -> dict[int, list]:
     return found
 
 
-def _restored_attributes(module, cls_name) -> frozenset[str]:
+def _restored_attributes(project, module, cls_name) -> frozenset[str]:
     """`self.x` into which some method of the class loads weights (a predictor's checkpoint)."""
     cls = module.classes.get(cls_name)
     found = set()
@@ -293,7 +341,20 @@ def _restored_attributes(module, cls_name) -> frozenset[str]:
                 found.add(item.receiver)
             elif item.kind == "assign" and item.receiver.startswith("self.") and (item.origin or "").endswith("+weights"):
                 found.add(item.receiver)
+            elif item.kind == "assign" and item.receiver.startswith("self.") and _restored_by_helper(project, method, item.origin or ""):
+                found.add(item.receiver)
     return frozenset(found)
+
+
+def _restored_by_helper(project, method, origin) -> bool:
+    """`self.model = self._load_model(cfg, state_dict)`: a method of the class that loads
+    weights into the model it returns."""
+    found = project.own_method(method, origin[5:]) if origin.startswith("call:self.") else None
+    helper = found[1] if found is not None and found[0] == "function" else None
+    if helper is None:
+        return False
+    loaded = {item.receiver for item in helper.items if item.kind == "load" and item.receiver}
+    return any(item.kind == "return" and (item.origin or "")[6:] in loaded for item in helper.items if (item.origin or "").startswith("alias:"))
 
 
 def _class_training(project, module, cls_name):
@@ -306,7 +367,7 @@ def _class_training(project, module, cls_name):
         if method is None:
             continue
         events = project.events(method)
-        if not any(e.kind == "backward" and not e.grad_off for e in events):
+        if not any(e.kind == "backward" and not e.grad_off for e in events) or _inspects_gradients(method):
             continue
         helpers.add(name)
         helpers.update(item.receiver[5:] for item in method.items if item.kind == "call" and item.receiver.startswith("self:"))
@@ -550,7 +611,7 @@ def _class_evidence(project, module, fs, receiver):
                     return None, why  # built in eval mode, or without Dropout/BatchNorm
     for method in methods:
         found = events[method.name]
-        backward = next((e for e in found if e.kind == "backward"), None)
+        backward = None if _inspects_gradients(method) else next((e for e in found if e.kind == "backward"), None)
         last = receiver.rsplit(".", 1)[-1]
         if backward is not None and method is not fs and (last in project.trained or MODEL_NAME_RE.search(last)) and any(
             e.kind in ("forward", "train") and not e.grad_off and e.receiver not in (None, "self") and related(e.receiver, receiver)
@@ -561,13 +622,15 @@ def _class_evidence(project, module, fs, receiver):
                 f"and no method of {cls.name} calls {receiver}.eval()"
             )
     init = module.functions.get(f"{cls.name}.__init__")
-    if init is None or receiver not in cls.model_attrs or receiver.rsplit(".", 1)[-1] in project.evaluated:
-        return None, ""  # (an eval() of that name elsewhere in the project may be this model's)
+    if init is None or receiver not in cls.model_attrs:
+        return None, ""
     for item in init.items:
         if item.kind != "assign" or item.receiver != receiver:
             continue
         origin = item.origin or ""
         if not origin.startswith("alias:"):
+            if receiver.rsplit(".", 1)[-1] in project.evaluated:
+                return None, ""  # (an eval() of that name elsewhere in the project may be this model's)
             mode, why = project.origin_mode(init, origin, f"{short_path(init.path)}:{item.line}", item, 0)
             return (mode, f"{why}; no method of {cls.name} calls {receiver}.eval()") if mode == "train" else (None, "")
         param = origin[6:].split(".")[0]
@@ -578,7 +641,7 @@ def _class_evidence(project, module, fs, receiver):
             if argument is None:
                 continue
             mode, why = project.mode_at(caller, argument, call.line, call.col, call.conds)
-            if mode == "train":
+            if mode == "train" and not _switched_after(project, caller, argument, call):
                 return "train", (
                     f"{cls.name}({argument}) is built at {short_path(caller.path)}:{call.line} with {argument} in training mode "
                     f"({why}) and no method of {cls.name} calls eval() on it"
@@ -586,31 +649,7 @@ def _class_evidence(project, module, fs, receiver):
     return None, ""
 
 
-_SUBCLASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 MODE_METHOD_RE = re.compile(r"^(set_)?(training_mode|train_mode|eval_mode|train|eval|mode)$")
-
-
-def _subclasses(project, cls):
-    """The project classes that derive from `cls` (directly or through other project classes)."""
-    table = _SUBCLASSES.get(project)
-    if table is None:
-        table = {}
-        for module in project.modules.values():
-            for sub in module.classes.values():
-                for base in sub.bases:
-                    found = project.resolve(sub.path, base)
-                    if found is not None and found[0] == "class":
-                        table.setdefault((found[1].path, found[1].name), []).append(sub)
-        _SUBCLASSES[project] = table
-    out, todo, seen = [], [cls], set()
-    while todo and len(out) < 50:
-        current = todo.pop()
-        for sub in table.get((current.path, current.name), ()):
-            if id(sub) not in seen:
-                seen.add(id(sub))
-                out.append(sub)
-                todo.append(sub)
-    return out
 
 
 def _subclass_evidence(project, module, fs, receiver):
@@ -621,7 +660,7 @@ def _subclass_evidence(project, module, fs, receiver):
     last = receiver.rsplit(".", 1)[-1]
     if cls is None or last in project.evaluated or not (last in project.trained or MODEL_NAME_RE.search(last)):
         return None, ""
-    family = [cls, *_subclasses(project, cls)]
+    family = [cls, *project.subclasses(cls)]
     if len(family) == 1:
         return None, ""
     trainer = None
@@ -662,6 +701,108 @@ def _trains_attribute(project, method, receiver) -> bool:
             or (e.kind == "call" and (e.receiver or "").startswith(f"obj:{receiver}."))
         )
         for e in events
+    )
+
+
+def _inspects_gradients(method) -> bool:
+    """A method that runs backward() for the input gradients (saliency, attributions), with no
+    optimizer step: it does not train the model."""
+    return GRADIENT_INSPECTION_RE.search(method.name) is not None and not any(item.kind == "step" for item in method.items)
+
+
+def _passed_model(project, module, fs, receiver):
+    """(class, __init__, parameter) when `receiver` is the model the caller hands to the class's
+    constructor (`self.model = model`) and no method of the class switches its mode."""
+    cls = module.classes.get(fs.cls)
+    init = module.functions.get(f"{fs.cls}.__init__") if cls is not None else None
+    if init is None or receiver.count(".") != 1:
+        return None
+    passed = [i for i in init.items if i.kind == "assign" and i.receiver == receiver and (i.origin or "").startswith("alias:")]
+    if not passed or passed[0].origin[6:] not in init.params:
+        return None
+    methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
+    if any(e.kind in ("eval", "train") and related(e.receiver, receiver) for m in methods for e in project.events(m)):
+        return None
+    return cls, init, passed[0].origin[6:]
+
+
+def _factory_evidence(project, module, fs, receiver):
+    """The class's own factory (a classmethod) puts the model in eval mode before building the
+    class with it (`model.eval(); return cls(model, reader)`), its constructor never does: built
+    directly, it runs its caller's model in whatever mode that model is in."""
+    found = _passed_model(project, module, fs, receiver)
+    if found is None:
+        return None, ""
+    cls, init, param = found
+    for name in cls.methods:
+        factory = module.functions.get(f"{cls.name}.{name}")
+        if factory is None or not {"::classmethod", "::staticmethod"} & set(factory.decorators):
+            continue
+        for item in factory.items:
+            if item.kind != "eval" or not item.receiver or "." in item.receiver:
+                continue
+            # then returns what it builds (`cls(model, ...)`, `predictor_class(model, ...)`)
+            if any(later.kind == "return" and (later.line, later.col) > (item.line, item.col) and (later.origin or "").startswith("call:") for later in factory.items):
+                return "train", (
+                    f"{cls.name}.{name}() puts the model in eval mode before building a {cls.name} "
+                    f"({short_path(factory.path)}:{item.line}), but {cls.name}() built directly keeps the mode of its caller's model "
+                    f"(a new or trained model is in training mode) and never calls {receiver}.eval()"
+                )
+    return None, ""
+
+
+def _sibling_evidence(project, module, fs, receiver):
+    """A wrapper that runs the model its caller hands in (`self.model = model`) and never calls
+    eval(), where another subclass of the same project base puts its own `self.model` in eval
+    mode itself: the project's wrappers own the mode, this one forgot (and no construction in the
+    project hands it a model in eval mode)."""
+    found = _passed_model(project, module, fs, receiver)
+    if found is None:
+        return None, ""
+    cls, init, param = found
+    for caller, call in project.class_constructions(cls):
+        argument = _argument_for(init, call, param)
+        if argument is None or project.mode_at(caller, argument, call.line, call.col, call.conds)[0] != "train":
+            return None, ""  # built in the project with a model not shown to be training
+    for other in _relatives(project, cls):
+        where = _evaluates_own(project, other, receiver)
+        if where:
+            return "train", (
+                f"{cls.name} keeps the mode of the model its caller passes in (a new or trained model is in training mode) "
+                f"and never calls {receiver}.eval(), while "
+                f"{other.name}, another subclass of the same base, puts its {receiver} in eval mode at {where}"
+            )
+    return None, ""
+
+
+def _relatives(project, cls):
+    """Project classes that share a project base with `cls` and do not derive from it."""
+    for ref in cls.bases:
+        base = project.resolve(cls.path, ref)
+        if base and base[0] == "class":
+            for other in project.subclasses(base[1]):
+                if not any(c is cls for c in project.lineage(other)):
+                    yield other
+
+
+def _evaluates_own(project, cls, receiver) -> str | None:
+    """Where a method of `cls` puts its own `receiver` in eval mode (`self.model = X.eval()`)."""
+    module = project.modules[cls.path]
+    for name in cls.methods:
+        method = module.functions.get(f"{cls.name}.{name}")
+        for item in method.items if method is not None else ():
+            if (item.kind == "eval" and item.receiver == receiver) or (item.kind == "assign" and item.receiver == receiver and item.origin == "eval"):
+                return f"{short_path(cls.path)}:{item.line}"
+    return None
+
+
+def _switched_after(project, caller, argument, construction) -> bool:
+    """After the holder is built with the model, the building function switches the model's
+    mode or hands it to a call that may (`p = Predictor(model); model.eval()`)."""
+    return any(
+        (e.line, e.col) > (construction.line, construction.col)
+        and ((e.kind in ("eval", "train") and related(e.receiver, argument)) or (e.kind == "call" and not _neutral(e.receiver) and any(related(a, argument) for a in e.args)))
+        for e in project.events(caller)
     )
 
 
