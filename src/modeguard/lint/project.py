@@ -113,6 +113,9 @@ class ModuleSummary:
     module_level: FunctionSummary | None = None
     frozen: frozenset[str] = frozenset()  # receivers frozen here (requires_grad False)
     parameter_owners: frozenset[str] = frozenset()  # receivers whose .parameters() are taken (to optimise)
+    # functions handing a parameter, untouched, to scaled_dot_product_attention's dropout_p:
+    # local name -> (parameter, its position, line of the call)
+    sdpa_dropout: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     def digest(self) -> str:
         return hashlib.sha1(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
@@ -175,8 +178,34 @@ def summarize(ctx: FileContext) -> ModuleSummary:
     for cls in ctx.classes:
         summary.classes.setdefault(cls.name, _summarize_class(ctx, cls, sites_by_func, assigns_by_func))
     summary.frozen = frozenset(frozen)
+    summary.sdpa_dropout = sdpa_dropout_parameters(ctx)
     summary.parameter_owners = frozenset(owners)
     return summary
+
+
+def sdpa_dropout_parameters(ctx: FileContext) -> dict[str, tuple[str, int, int]]:
+    """Functions that pass one of their parameters, never reassigned, as the dropout_p of
+    `F.scaled_dot_product_attention` (which has no training flag): whoever calls them decides
+    whether attention drops in eval mode."""
+    found: dict[str, tuple[str, int, int]] = {}
+    if "scaled_dot_product_attention" not in ctx.source:
+        return found
+    for site in ctx.calls:
+        func = site.scope.func
+        name = site.qualname or ""
+        if func is None or not name.startswith("torch") or not name.endswith("scaled_dot_product_attention"):
+            continue
+        given = next((k.value for k in site.node.keywords if k.arg == "dropout_p"), None)
+        if given is None and len(site.node.args) > 4:
+            given = site.node.args[4]  # (query, key, value, attn_mask, dropout_p, ...)
+        params = _params(func)
+        if not isinstance(given, ast.Name) or given.id not in params:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == given.id for node, scope in ctx.assigns if scope.func is func for t in node.targets):
+            continue  # `dropout_p = dropout_p if self.training else 0.0`: decided here
+        local = f"{site.scope.cls.name}.{func.name}" if site.scope.cls is not None else func.name
+        found.setdefault(local, (given.id, params.index(given.id), site.node.lineno))
+    return found
 
 
 def _absolute(path: str, target: str) -> str:
