@@ -107,3 +107,47 @@ def test_modules_stored_in_a_plain_dict_by_a_builder_inherited_from_another_file
     [(path, row, code, message)] = check(tmp_path)
     assert (path, row, code) == ("inductive.py", 11, "MG107")
     assert "self._build(...) stored in it at line 12" in message
+
+
+LIGHTNING_MODEL = """\
+    import lightning.pytorch as pl
+    import torch
+    from torch import nn
+
+
+    class LitModel(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+
+        def export_onnx(self, path, **kwargs):
+            sample = torch.zeros(1, 3, 32, 32)
+            self(sample)
+            self.to_onnx(path, sample, **kwargs)
+"""
+
+EXPORTER = """\
+    from lit import LitModel
+
+
+    class Exporter:
+        def __init__(self, weights):
+            self.module = LitModel()
+            self.weights = weights
+
+        def export(self, path):
+            {before}self.module.export_onnx(path, opset_version=12)
+"""
+
+
+def test_lightning_to_onnx_on_a_module_an_exporter_class_built(tmp_path):
+    write(tmp_path, {"lit.py": LIGHTNING_MODEL, "exporter.py": EXPORTER.format(before="")})
+    [(path, row, code, message)] = check(tmp_path)
+    assert (path, row, code) == ("lit.py", 14, "MG109")
+    assert "exporter.py:10" in message and "LitModel() is built at" in message and "exporter.py:6" in message
+    assert "dynamo=True since torch 2.9" in message and "forward in training mode at line 13" in message
+
+
+def test_lightning_to_onnx_after_the_exporter_puts_the_module_in_eval_is_silent(tmp_path):
+    write(tmp_path, {"lit.py": LIGHTNING_MODEL, "exporter.py": EXPORTER.format(before="self.module.eval()\n            ")})
+    assert check(tmp_path) == []

@@ -717,7 +717,35 @@ class ProjectIndex:
             if item.kind == "assign" and item.receiver == holder and item.line <= line and (item.origin or "").startswith("call:"):
                 found = self.resolve(fs.path, item.origin[5:])
                 return found[1] if found and found[0] == "class" else None
-        return None
+        return self._attribute_class(fs, holder) if holder.startswith("self.") and holder.count(".") == 1 else None
+
+    def attribute_assignment(self, fs: FunctionSummary, holder: str) -> tuple[FunctionSummary, Item] | None:
+        """Where a method of `fs`'s class (or of a project base) binds `self.<attr>` to a built
+        value (`self.model = Net(...)` in `__init__`): the one binding, None if several or none."""
+        found = [
+            (method, item) for method in self.class_methods(fs) for item in method.items
+            if item.kind == "assign" and item.receiver == holder
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def _attribute_class(self, fs: FunctionSummary, holder: str) -> ClassSummary | None:
+        """The project class of `self.<attr>`, bound to one construction in the class."""
+        bound = self.attribute_assignment(fs, holder)
+        if bound is None or not (bound[1].origin or "").startswith("call:"):
+            return None
+        found = self.resolve(bound[0].path, bound[1].origin[5:])
+        return found[1] if found and found[0] == "class" else None
+
+    def class_methods(self, fs: FunctionSummary) -> list[FunctionSummary]:
+        """The methods of `fs`'s class and of its project bases."""
+        cls = self.modules[fs.path].classes.get(fs.cls) if fs.cls else None
+        chain: list[ClassSummary] = []
+        while cls is not None and all(c is not cls for c in chain) and len(chain) < 10:
+            chain.append(cls)
+            bases = [self.resolve(cls.path, b) for b in cls.bases]
+            cls = next((found[1] for found in bases if found and found[0] == "class"), None)
+        functions = (self.modules[c.path].functions.get(f"{c.name}.{name}") for c in chain for name in c.methods)
+        return [f for f in functions if f is not None]
 
     def constructed_class(self, caller: FunctionSummary, item: Item) -> ClassSummary | None:
         if item.kind != "call" or (item.receiver or "").startswith(("self:", "obj:")):
