@@ -78,7 +78,7 @@ class UnregisteredSubmodules(Rule):
                     elif attr and _is_wrapper_call(ctx, node.value):
                         wrapped.add(attr)
             bound = _module_names(ctx, cls)
-            stored = _stored_modules(ctx, cls, assigns_of.get(id(cls), []), _declared_module_containers(ctx, cls))
+            stored = _stored_modules(ctx, cls, assigns_of.get(id(cls), []))
             for node in calls_of.get(id(cls), []):
                 func = node.func
                 if isinstance(func, ast.Attribute) and func.attr in ("add_module", "register_module"):
@@ -148,9 +148,12 @@ def _names_module_type(ctx, annotation: ast.AST) -> bool:
     return False
 
 
-def _stored_modules(ctx, cls: ast.ClassDef, assigns: list[ast.Assign], declared: set[str]) -> dict[str, ast.Call]:
+def _stored_modules(ctx, cls: ast.ClassDef, assigns: list[ast.Assign]) -> dict[str, ast.Call]:
     """attr -> the call whose module is stored by `self.attr[key] = ...` and bound to no `self`
     attribute: a layer built there, or any call when the attribute is declared to hold modules."""
+    if not any(isinstance(t, ast.Subscript) for node in assigns for t in node.targets):
+        return {}
+    declared = _declared_module_containers(ctx, cls)
     kept_on_self = {
         node.value.id for node in assigns
         if isinstance(node.value, ast.Name) and any(_self_attr(t) for t in node.targets)

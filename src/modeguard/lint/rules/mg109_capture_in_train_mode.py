@@ -148,7 +148,7 @@ def _onnx_exporter_note(call: ast.Call) -> str | None:
         return " (training=TrainingMode.PRESERVE keeps the model's mode)" if mode == "PRESERVE" else None
     if any(k.arg is None for k in call.keywords):
         return f"; {DYNAMO_DEFAULT}, unless the keyword arguments passed on choose dynamo=False"
-    return f"; {DYNAMO_DEFAULT}: pass dynamo=False to keep that, or call eval()"
+    return f"; {DYNAMO_DEFAULT}: code written for the old default exports training-mode layers with a current torch"
 
 
 def _forward_before(ctx, func, receiver: str, capture: ast.Call) -> int | None:
