@@ -526,6 +526,7 @@ class ProjectIndex:
         self._active: set[tuple] = set()
         self._saved = None
         self._neighbours: dict[str, set[str]] | None = None
+        self._attribute_classes: dict[tuple, ClassSummary | None] = {}
         self.frozen = frozenset().union(*(s.frozen for s in summaries))
         self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
             item.receiver.rsplit(".", 1)[-1] for fs in self._functions.values() for item in fs.items if item.kind == "train" and item.receiver
@@ -576,6 +577,7 @@ class ProjectIndex:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.update(_callers=None, _events={}, _active=set(), _module_classes={}, _saved=None, _neighbours=None)
+        state.update(_attribute_classes={})
         return state
 
     def _member(self, module: ModuleSummary, head: str, rest: str, depth: int):
@@ -730,11 +732,14 @@ class ProjectIndex:
 
     def _attribute_class(self, fs: FunctionSummary, holder: str) -> ClassSummary | None:
         """The project class of `self.<attr>`, bound to one construction in the class."""
-        bound = self.attribute_assignment(fs, holder)
-        if bound is None or not (bound[1].origin or "").startswith("call:"):
-            return None
-        found = self.resolve(bound[0].path, bound[1].origin[5:])
-        return found[1] if found and found[0] == "class" else None
+        key = (fs.path, fs.cls, holder)
+        if key not in self._attribute_classes:
+            bound = self.attribute_assignment(fs, holder)
+            found = None
+            if bound is not None and (bound[1].origin or "").startswith("call:"):
+                found = self.resolve(bound[0].path, bound[1].origin[5:])
+            self._attribute_classes[key] = found[1] if found and found[0] == "class" else None
+        return self._attribute_classes[key]
 
     def class_methods(self, fs: FunctionSummary) -> list[FunctionSummary]:
         """The methods of `fs`'s class and of its project bases."""

@@ -63,6 +63,8 @@ class CaptureInTrainMode(Rule):
         "model = Net()\ntorch.onnx.export(model, x, 'm.onnx', dynamo=False, training=torch.onnx.TrainingMode.EVAL)\n",
         # a training graph exported on purpose
         "model = Net()\ntorch.onnx.export(model, x, 'm.onnx', dynamo=False, training=TrainingMode.TRAINING)\n",
+        # the exporter chosen at run time
+        "model = Net()\ntorch.onnx.export(model, x, 'm.onnx', dynamo=args.dynamo)\n",
         # the exporter class puts the module it holds in eval mode first
         "class LitModel(pl.LightningModule):\n    def __init__(self):\n        super().__init__()\n        self.net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))\n\n"
         "    def export_onnx(self, path):\n        self.to_onnx(path, torch.zeros(1, 4))\n\n\n"
@@ -140,7 +142,9 @@ def _onnx_exporter_note(call: ast.Call) -> str | None:
     dynamo = keyword(call, "dynamo")
     training = keyword(call, "training")
     mode = training.value.attr if training is not None and isinstance(training.value, ast.Attribute) else None
-    if dynamo is not None and isinstance(dynamo.value, ast.Constant):
+    if dynamo is not None and not isinstance(dynamo.value, ast.Constant):
+        return None  # the exporter is chosen at run time: no evidence either way
+    if dynamo is not None:
         if dynamo.value.value is True:
             return " (the dynamo exporter ignores training= and captures the current mode)"
         if training is None or mode in ("EVAL", "TRAINING"):
