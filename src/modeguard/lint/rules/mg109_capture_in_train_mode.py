@@ -70,6 +70,11 @@ class CaptureInTrainMode(Rule):
         "    def export_onnx(self, path):\n        self.to_onnx(path, torch.zeros(1, 4))\n\n\n"
         "class Exporter:\n    def __init__(self):\n        self.module = LitModel()\n\n"
         "    def export(self, path):\n        self.module.eval()\n        self.module.export_onnx(path)\n",
+        # a fresh export wrapper exporting the model it was handed (loaded elsewhere, in its own mode)
+        "class Exportable(nn.Module):\n    def __init__(self, model):\n        super().__init__()\n        self.model = CachedDecoder(model)\n\n"
+        "    def export(self, x):\n        return torch.export.export(self.model, (x,))\n\n\n"
+        "class Pipeline:\n    def __init__(self, decoder):\n        self.decoder = decoder\n\n"
+        "    def export_decoder(self, x):\n        self.exportable = Exportable(model=self.decoder)\n        return self.exportable.export(x)\n",
     )
 
     def check(self, ctx):
@@ -93,8 +98,8 @@ class CaptureInTrainMode(Rule):
             if receiver is None or fs is None:
                 continue
             mode, why = project.mode_at(fs, receiver, site.node.lineno, site.node.col_offset, scope.conds)
-            if mode is None and receiver.split(".", 1)[0] == "self":
-                mode, why = _held_in_training(project, fs, receiver)
+            if mode is None and receiver == "self":
+                mode, why = _held_in_training(project, fs)
             if mode != "train":
                 continue  # in eval, or no evidence on this path (the caller decides)
             ran = _forward_before(ctx, scope.func, receiver, site.node)
@@ -168,17 +173,17 @@ def _forward_before(ctx, func, receiver: str, capture: ast.Call) -> int | None:
     return None
 
 
-def _held_in_training(project, fs, receiver: str):
-    """The mode of `self` (or `self.<x>`) in a method that the project calls on an attribute of
-    another object (`self.module.export(...)`), that object's class having built the module in
-    training mode, with no method of it putting the module in eval mode."""
+def _held_in_training(project, fs):
+    """The mode of `self` in a method that the project calls on an attribute of another object
+    (`self.module.export_onnx(...)`), that object's class having built the module in training
+    mode, with no method of it putting the module in eval mode. (Only `self`: a submodule of a
+    fresh wrapper may be a model handed in, in whatever mode its loader left it.)"""
     for caller, item in project.callers(fs)[:32]:
         ref = item.receiver or ""
         if not ref.startswith("obj:self."):
             continue
         holder = ref[4:].rsplit(".", 1)[0]
-        argument = holder + receiver[4:]
-        mode, why = project.mode_at(caller, argument, item.line, item.col, item.conds)
+        mode, why = project.mode_at(caller, holder, item.line, item.col, item.conds)
         if mode is not None:
             return mode, why
         bound = project.attribute_assignment(caller, holder)
