@@ -128,7 +128,8 @@ def _declared_module_containers(ctx, cls: ast.ClassDef) -> set[str]:
     """Attributes whose annotation says they hold modules: `reps: Mapping[str, Sequence[Representation]]`
     in the class body, `self.heads: dict[str, nn.Module] = {}` in a method."""
     declared = set()
-    for node in ast.walk(cls):
+    methods = [n.body for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for node in (s for body in (cls.body, *methods) for s in body):
         if not isinstance(node, ast.AnnAssign):
             continue
         target = node.target
