@@ -124,6 +124,9 @@ class ModuleSummary:
     module_level: FunctionSummary | None = None
     frozen: frozenset[str] = frozenset()  # receivers frozen here (requires_grad False)
     parameter_owners: frozenset[str] = frozenset()  # receivers whose .parameters() are taken (to optimise)
+    # functions handing a parameter, untouched, to scaled_dot_product_attention's dropout_p:
+    # local name -> (parameter, its position, line of the call)
+    sdpa_dropout: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     def digest(self) -> str:
         return hashlib.sha1(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
@@ -188,6 +191,7 @@ def summarize(ctx: FileContext) -> ModuleSummary:
     for cls in ctx.classes:
         summary.classes.setdefault(cls.name, _summarize_class(ctx, cls, sites_by_func, assigns_by_func))
     summary.frozen = frozenset(frozen)
+    summary.sdpa_dropout = sdpa_dropout_parameters(ctx)
     summary.parameter_owners = frozenset(owners)
     return summary
 
@@ -205,6 +209,31 @@ def _add_self_calls(fs: FunctionSummary, func, scope, sites) -> None:
         elif not fs.builds_mode_layers and (site.qualname or "").startswith("torch.nn."):
             fs.builds_mode_layers = _torch_mode_layer(site.qualname.rsplit(".", 1)[-1], site.node)
     fs.self_calls = tuple(sorted(calls, key=lambda call: call[1:]))
+
+
+def sdpa_dropout_parameters(ctx: FileContext) -> dict[str, tuple[str, int, int]]:
+    """Functions that pass one of their parameters, never reassigned, as the dropout_p of
+    `F.scaled_dot_product_attention` (which has no training flag): whoever calls them decides
+    whether attention drops in eval mode."""
+    found: dict[str, tuple[str, int, int]] = {}
+    if "scaled_dot_product_attention" not in ctx.source:
+        return found
+    for site in ctx.calls:
+        func = site.scope.func
+        name = site.qualname or ""
+        if func is None or not name.startswith("torch") or not name.endswith("scaled_dot_product_attention"):
+            continue
+        given = next((k.value for k in site.node.keywords if k.arg == "dropout_p"), None)
+        if given is None and len(site.node.args) > 4:
+            given = site.node.args[4]  # (query, key, value, attn_mask, dropout_p, ...)
+        params = _params(func)
+        if not isinstance(given, ast.Name) or given.id not in params:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == given.id for node, scope in ctx.assigns if scope.func is func for t in node.targets):
+            continue  # `dropout_p = dropout_p if self.training else 0.0`: decided here
+        local = f"{site.scope.cls.name}.{func.name}" if site.scope.cls is not None else func.name
+        found.setdefault(local, (given.id, params.index(given.id), site.node.lineno))
+    return found
 
 
 def _absolute(path: str, target: str) -> str:
@@ -614,6 +643,7 @@ class ProjectIndex:
         self._saved = None
         self._neighbours: dict[str, set[str]] | None = None
         self._subclasses: dict[tuple[str, str], list[ClassSummary]] | None = None
+        self._attribute_classes: dict[tuple, ClassSummary | None] = {}
         self.frozen = frozenset().union(*(s.frozen for s in summaries))
         self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
             item.receiver.rsplit(".", 1)[-1] for fs in self._functions.values() for item in fs.items if item.kind == "train" and item.receiver
@@ -663,7 +693,10 @@ class ProjectIndex:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_callers=None, _events={}, _active=set(), _module_classes={}, _saved=None, _neighbours=None, _subclasses=None)
+        state.update(
+            _callers=None, _events={}, _active=set(), _module_classes={}, _saved=None, _neighbours=None, _subclasses=None,
+            _attribute_classes={},
+        )
         return state
 
     def _member(self, module: ModuleSummary, head: str, rest: str, depth: int):
@@ -831,7 +864,38 @@ class ProjectIndex:
             if item.kind == "assign" and item.receiver == holder and item.line <= line and (item.origin or "").startswith("call:"):
                 found = self.resolve(fs.path, item.origin[5:])
                 return found[1] if found and found[0] == "class" else None
-        return None
+        return self._attribute_class(fs, holder) if holder.startswith("self.") and holder.count(".") == 1 else None
+
+    def attribute_assignment(self, fs: FunctionSummary, holder: str) -> tuple[FunctionSummary, Item] | None:
+        """Where a method of `fs`'s class (or of a project base) binds `self.<attr>` to a built
+        value (`self.model = Net(...)` in `__init__`): the one binding, None if several or none."""
+        found = [
+            (method, item) for method in self.class_methods(fs) for item in method.items
+            if item.kind == "assign" and item.receiver == holder
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def _attribute_class(self, fs: FunctionSummary, holder: str) -> ClassSummary | None:
+        """The project class of `self.<attr>`, bound to one construction in the class."""
+        key = (fs.path, fs.cls, holder)
+        if key not in self._attribute_classes:
+            bound = self.attribute_assignment(fs, holder)
+            found = None
+            if bound is not None and (bound[1].origin or "").startswith("call:"):
+                found = self.resolve(bound[0].path, bound[1].origin[5:])
+            self._attribute_classes[key] = found[1] if found and found[0] == "class" else None
+        return self._attribute_classes[key]
+
+    def class_methods(self, fs: FunctionSummary) -> list[FunctionSummary]:
+        """The methods of `fs`'s class and of its project bases."""
+        cls = self.modules[fs.path].classes.get(fs.cls) if fs.cls else None
+        chain: list[ClassSummary] = []
+        while cls is not None and all(c is not cls for c in chain) and len(chain) < 10:
+            chain.append(cls)
+            bases = [self.resolve(cls.path, b) for b in cls.bases]
+            cls = next((found[1] for found in bases if found and found[0] == "class"), None)
+        functions = (self.modules[c.path].functions.get(f"{c.name}.{name}") for c in chain for name in c.methods)
+        return [f for f in functions if f is not None]
 
     def constructed_class(self, caller: FunctionSummary, item: Item) -> ClassSummary | None:
         if item.kind != "call" or (item.receiver or "").startswith(("self:", "obj:")):

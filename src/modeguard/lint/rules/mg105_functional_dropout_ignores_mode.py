@@ -1,6 +1,7 @@
 import ast
+import re
 
-from modeguard.lint.context import FUNCTIONAL, has_star_args, keyword
+from modeguard.lint.context import FUNCTIONAL, has_star_args, keyword, mentions_training
 from modeguard.lint.rule import Rule, insert_after, replace
 
 # name -> (default of `training`, index of `training` among the positional parameters)
@@ -12,6 +13,9 @@ DROPOUTS = {
     "alpha_dropout": (False, 2),
     "feature_alpha_dropout": (False, 2),
 }
+# A hand-rolled dropout: a Bernoulli mask drawn with a drop/keep probability, in a module
+MASK_DRAWS = ("bernoulli", "bernoulli_")
+DROP_NAME_RE = re.compile(r"drop|keep", re.I)
 
 
 class FunctionalDropoutIgnoresMode(Rule):
@@ -24,15 +28,22 @@ class FunctionalDropoutIgnoresMode(Rule):
         "`F.feature_alpha_dropout` default to `training=False`: they never drop, even in "
         "training. A hard-coded `training=False` never drops either. Pass the module's mode: "
         "`training=self.training`. A hard-coded `training=True` is left alone: it is how "
-        "Monte-Carlo dropout is written."
+        "Monte-Carlo dropout is written. A hand-rolled dropout (a Bernoulli mask drawn with the "
+        "module's drop or keep probability) that never reads `self.training` keeps dropping in "
+        "eval mode too: return the input unchanged unless `self.training`."
     )
     fixable = True
-    triggers = ("dropout",)
+    triggers = ("dropout", "bernoulli")
     invalid = (
         "class Head(nn.Module):\n    def forward(self, x):\n        return F.dropout(self.fc(x), 0.2, False)\n",
         "import torch.nn.functional as F\nclass Attention(nn.Module):\n    def forward(self, x):\n        attn = self.qk(x).softmax(-1)\n        attn = F.dropout(attn, 0.1)\n        return attn @ self.v(x)\n",
         "from torch.nn import functional as F\nclass Net(nn.Module):\n    def forward(self, x):\n        return F.alpha_dropout(self.fc(x), p=0.2)\n",
         "from torch.nn.functional import dropout2d\nclass Net(nn.Module):\n    def forward(self, x):\n        return dropout2d(self.conv(x), 0.1)\n",
+        # a hand-rolled dropout of whole embeddings: the mask is drawn whatever the mode
+        "class EmbeddingDropout(nn.Module):\n    def __init__(self, p):\n        super().__init__()\n        self.p = p\n\n"
+        "    def forward(self, x):\n        mask = x.new_empty(x.size(1), 1).bernoulli_(1 - self.p) / (1 - self.p)\n        return mask * x\n",
+        "class TokenDrop(nn.Module):\n    def forward(self, x):\n"
+        "        keep = torch.bernoulli(torch.full(x.shape[:2], 1 - self.drop_rate, device=x.device))\n        return x * keep.unsqueeze(-1)\n",
     )
     valid = (
         "class Net(nn.Module):\n    def forward(self, x):\n        return F.dropout(x, 0.5, self.training)\n",
@@ -43,9 +54,17 @@ class FunctionalDropoutIgnoresMode(Rule):
         # a sampling method under no_grad that drops the noise on purpose
         "class Diffusion(nn.Module):\n    @torch.no_grad()\n    def p_sample(self, x, noise_dropout=0.0):\n"
         "        noise = torch.randn_like(x)\n        return x + F.dropout(noise, p=noise_dropout)\n",
+        # the hand-rolled mask only in training
+        "class EmbeddingDropout(nn.Module):\n    def forward(self, x):\n        if not self.training or self.p == 0:\n            return x\n"
+        "        mask = x.new_empty(x.size(1), 1).bernoulli_(1 - self.p) / (1 - self.p)\n        return mask * x\n",
+        # Bernoulli sampling of a model's output (an RBM's hidden units): not dropout
+        "class RBM(nn.Module):\n    def forward(self, v):\n        p_h = torch.sigmoid(self.W(v))\n        return torch.bernoulli(p_h)\n",
+        # the mode decided by the caller: the helper takes it as a parameter
+        "class Block(nn.Module):\n    def drop(self, x, train):\n        return x * x.new_empty(x.shape).bernoulli_(1 - self.drop_prob) if train else x\n",
     )
 
     def check(self, ctx):
+        yield from self._hand_rolled(ctx)
         for site in ctx.calls:
             if site.qualname is None or not site.qualname.startswith(FUNCTIONAL + "."):
                 continue
@@ -80,6 +99,31 @@ class FunctionalDropoutIgnoresMode(Rule):
             )
             yield self.finding(ctx, call, message, "pass training=self.training", autofix)
 
+    def _hand_rolled(self, ctx):
+        """A Bernoulli mask drawn with a drop/keep probability in a module whose methods never
+        read the mode: the module drops in eval mode too."""
+        reads_mode: dict[int, bool] = {}
+        for site in ctx.calls:
+            func = site.node.func
+            if not (isinstance(func, ast.Attribute) and func.attr in MASK_DRAWS) and site.qualname != "torch.bernoulli":
+                continue
+            if site.scope.grad_off or not _in_module_method(ctx, site.scope):
+                continue
+            cls = site.scope.cls
+            probability = _drop_probability(site.node, DROP_NAME_RE.search(cls.name) is not None)
+            if probability is None:
+                continue
+            if id(cls) not in reads_mode:
+                reads_mode[id(cls)] = mentions_training(cls)
+            if reads_mode[id(cls)]:
+                continue
+            yield self.finding(
+                ctx, site.node,
+                f"{cls.name}.{site.scope.func.name} draws a dropout mask (bernoulli with {probability}) and "
+                f"{cls.name} never reads self.training: it keeps dropping after model.eval()",
+                "return the input unchanged unless self.training",
+            )
+
 
 def _in_module_method(ctx, scope) -> bool:
     func = scope.func
@@ -89,3 +133,16 @@ def _in_module_method(ctx, scope) -> bool:
         return True
     # A subclass of a module class defined elsewhere (e.g. timm's): it has a forward().
     return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "forward" for n in scope.cls.body)
+
+
+def _drop_probability(call: ast.Call, dropout_class: bool) -> str | None:
+    """The drop/keep probability a Bernoulli draw uses (`1 - self.dropout`): named so, or drawn
+    in a class named a dropout; None otherwise (a model's output probabilities)."""
+    for arg in [*call.args, *(k.value for k in call.keywords)]:
+        text = ast.unparse(arg)
+        if dropout_class or any(
+            DROP_NAME_RE.search(n.attr if isinstance(n, ast.Attribute) else n.id)
+            for n in ast.walk(arg) if isinstance(n, (ast.Attribute, ast.Name))
+        ):
+            return text if len(text) <= 60 else "its drop probability"
+    return None

@@ -31,6 +31,13 @@ class UnregisteredSubmodules(Rule):
         # appended under an isinstance(..., nn.Module) check
         "class Merge(nn.Module):\n    def __init__(self, layers):\n        super().__init__()\n        self.parts = []\n"
         "        for layer in layers:\n            if isinstance(layer, nn.Module):\n                self.parts.append(layer)\n",
+        # a layer stored under a key of a plain dict
+        "class Net(nn.Module):\n    def __init__(self, tasks):\n        super().__init__()\n        self.heads = {}\n"
+        "        for task in tasks:\n            self.heads[task] = nn.Linear(8, 2)\n",
+        # a dict declared to hold modules, filled by a builder: the built ones are registered nowhere
+        "class Model(nn.Module):\n    encoders: dict[str, Sequence[Encoder]]\n\n    def __init__(self, data):\n        super().__init__()\n"
+        "        self.encoders = {'train': self.encoder}\n        self.encoders['valid'] = valid = self._build_encoders(data)\n\n\n"
+        "class Encoder(nn.Module):\n    pass\n",
     )
     valid = (
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Dropout(0.1)])\n",
@@ -44,6 +51,13 @@ class UnregisteredSubmodules(Rule):
         # each layer also registered through setattr(self, ...)
         "class Net(nn.Module):\n    def __init__(self, n):\n        super().__init__()\n        self.bns = []\n"
         "        for i in range(n):\n            bn = nn.BatchNorm1d(10)\n            setattr(self, f'bn{i}', bn)\n            self.bns.append(bn)\n",
+        # a dict of references to modules registered as attributes
+        "class Model(nn.Module):\n    encoders: dict[str, nn.Module]\n\n    def __init__(self):\n        super().__init__()\n"
+        "        self.encoders = {}\n        self.encoders['a'] = self.enc_a = Encoder()\n        enc_b = self.build()\n        self.enc_b = enc_b\n"
+        "        self.encoders['b'] = enc_b\n\n\nclass Encoder(nn.Module):\n    pass\n",
+        # a plain dict of sizes per key
+        "class Net(nn.Module):\n    def __init__(self, tasks):\n        super().__init__()\n        self.sizes = {}\n"
+        "        for task in tasks:\n            self.sizes[task] = len(task)\n",
     )
 
     def check(self, ctx):
@@ -64,6 +78,7 @@ class UnregisteredSubmodules(Rule):
                     elif attr and _is_wrapper_call(ctx, node.value):
                         wrapped.add(attr)
             bound = _module_names(ctx, cls)
+            stored = _stored_modules(ctx, cls, assigns_of.get(id(cls), []))
             for node in calls_of.get(id(cls), []):
                 func = node.func
                 if isinstance(func, ast.Attribute) and func.attr in ("add_module", "register_module"):
@@ -86,21 +101,76 @@ class UnregisteredSubmodules(Rule):
                 holds_modules = _container_builds_modules(ctx, value) or (
                     attr in appended and _is_empty(value)
                 )
-                if not holds_modules:
+                store = stored.get(attr) if not holds_modules else None
+                if not holds_modules and store is None:
                     continue
                 wrapper = "ModuleDict" if isinstance(value, (ast.Dict, ast.DictComp)) else "ModuleList"
                 source = ast.get_source_segment(ctx.source, value)
                 autofix = None
                 if source and not isinstance(value, ast.Tuple) and "nn" in ctx.imports:
                     autofix = replace(value, f"nn.{wrapper}({source})", f"Wrap in nn.{wrapper}")
+                kind = type(value).__name__.replace('Comp', ' comprehension').lower()
+                where = ""
+                if store is not None:
+                    built = ast.get_source_segment(ctx.source, store.func) or "a module"
+                    where = f" ({built}(...) stored in it at line {store.lineno}, registered nowhere else)"
                 yield self.finding(
                     ctx,
                     assign.targets[0],
-                    f"self.{attr} holds modules in a plain {type(value).__name__.replace('Comp', ' comprehension').lower()}: "
+                    f"self.{attr} holds modules in a plain {kind}{where}: "
                     "model.eval(), .to() and state_dict() never reach them",
                     f"wrap it: self.{attr} = nn.{wrapper}(...)",
                     autofix,
                 )
+
+
+def _declared_module_containers(ctx, cls: ast.ClassDef) -> set[str]:
+    """Attributes whose annotation says they hold modules: `reps: Mapping[str, Sequence[Representation]]`
+    in the class body, `self.heads: dict[str, nn.Module] = {}` in a method."""
+    declared = set()
+    methods = [n.body for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for node in (s for body in (cls.body, *methods) for s in body):
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        target = node.target
+        name = target.id if isinstance(target, ast.Name) and node in cls.body else _self_attr(target)
+        if name and _names_module_type(ctx, node.annotation):
+            declared.add(name)
+    return declared
+
+
+def _names_module_type(ctx, annotation: ast.AST) -> bool:
+    for node in ast.walk(annotation):
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            name = ctx.qualname(node) or ""
+            last = name.rsplit(".", 1)[-1]
+            if last in ctx.module_classes or (name.startswith("torch.nn.") and last[:1].isupper() and not STATELESS_RE.search(last)):
+                return True
+    return False
+
+
+def _stored_modules(ctx, cls: ast.ClassDef, assigns: list[ast.Assign]) -> dict[str, ast.Call]:
+    """attr -> the call whose module is stored by `self.attr[key] = ...` and bound to no `self`
+    attribute: a layer built there, or any call when the attribute is declared to hold modules."""
+    if not any(isinstance(t, ast.Subscript) for node in assigns for t in node.targets):
+        return {}
+    declared = _declared_module_containers(ctx, cls)
+    kept_on_self = {
+        node.value.id for node in assigns
+        if isinstance(node.value, ast.Name) and any(_self_attr(t) for t in node.targets)
+    }
+    found: dict[str, ast.Call] = {}
+    for node in assigns:
+        value = node.value
+        if not isinstance(value, ast.Call) or any(_self_attr(t) for t in node.targets):
+            continue
+        if any(isinstance(t, ast.Name) and t.id in kept_on_self for t in node.targets):
+            continue  # `reps = build(); self.reps = reps; self.by_mode[m] = reps`: registered
+        for target in node.targets:
+            attr = _self_attr(target.value) if isinstance(target, ast.Subscript) else None
+            if attr and (attr in declared or _builds_module(ctx, value)):
+                found.setdefault(attr, value)
+    return found
 
 
 def _by_class(items) -> dict[int, list[ast.AST]]:
