@@ -111,6 +111,8 @@ class MissingEval(Rule):
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
     )
     valid = (
+        # a shape check on a made-up input: not inference on data
+        "def test():\n    net = ResNet18()\n    y = net(torch.randn(1, 3, 32, 32))\n    print(y.size())\n",
         "def calibrated_net():\n    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))\n    with torch.no_grad():\n        model(torch.randn(64, 4))  # fills the running statistics\n    return model\n\n\nnet = calibrated_net()\n",
         "model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # nothing depends on the mode\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\nwith torch.no_grad():\n    preds = model(test_x)\n",
         "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nmodel.eval()\nwith torch.no_grad():\n    preds = model(images)\n",
@@ -247,6 +249,8 @@ class MissingEval(Rule):
                 receiver = site.receiver
                 if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver) or _eval_branch(site, receiver):
                     continue
+                if _dummy_input(ctx, func, nodes[(site.line, site.col)]):
+                    continue
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
                     mode, why = _class_evidence(project, module, fs, receiver)
@@ -310,6 +314,24 @@ def _eval_branch(site, receiver) -> bool:
     """Under `if not model.training:` (or the `else` of `if model.training:`) the model is in eval mode."""
     flag = f"{receiver}.training"
     return any((key == flag and not taken) or (key == f"not {flag}" and taken) for key, taken, _ in site.conds)
+
+
+DUMMY_TENSOR_RE = re.compile(r"^torch\.(randn|rand|randint|zeros|ones|empty|full)(_like)?$")
+
+
+def _dummy_input(ctx, func, call: ast.Call) -> bool:
+    """The forward runs on made-up tensors only (`net(torch.randn(1, 3, 32, 32))`, directly or
+    through a local assigned once): a shape check or smoke test, not inference on data."""
+    def made_up(node) -> bool:
+        if isinstance(node, ast.Call):
+            return DUMMY_TENSOR_RE.match(ctx.qualname(node.func) or "") is not None
+        if isinstance(node, ast.Name):
+            values = [a.value for a in ast.walk(func or ctx.tree) if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in a.targets)]
+            return len(values) == 1 and made_up(values[0])
+        return False
+
+    inputs = [*call.args, *(k.value for k in call.keywords)]
+    return bool(inputs) and all(made_up(node) for node in inputs)
 
 
 def _pytest_file(path: str) -> bool:

@@ -39,6 +39,8 @@ class FunctionalDropoutIgnoresMode(Rule):
         "import torch.nn.functional as F\nclass Attention(nn.Module):\n    def forward(self, x):\n        attn = self.qk(x).softmax(-1)\n        attn = F.dropout(attn, 0.1)\n        return attn @ self.v(x)\n",
         "from torch.nn import functional as F\nclass Net(nn.Module):\n    def forward(self, x):\n        return F.alpha_dropout(self.fc(x), p=0.2)\n",
         "from torch.nn.functional import dropout2d\nclass Net(nn.Module):\n    def forward(self, x):\n        return dropout2d(self.conv(x), 0.1)\n",
+        # a branch that does not require training mode
+        "class Net(nn.Module):\n    def forward(self, x):\n        if self.training or self.always_drop:\n            x = F.dropout(x, self.p)\n        return self.fc(x)\n",
         # a hand-rolled dropout of whole embeddings: the mask is drawn whatever the mode
         "class EmbeddingDropout(nn.Module):\n    def __init__(self, p):\n        super().__init__()\n        self.p = p\n\n"
         "    def forward(self, x):\n        mask = x.new_empty(x.size(1), 1).bernoulli_(1 - self.p) / (1 - self.p)\n        return mask * x\n",
@@ -59,6 +61,9 @@ class FunctionalDropoutIgnoresMode(Rule):
         "        mask = x.new_empty(x.size(1), 1).bernoulli_(1 - self.p) / (1 - self.p)\n        return mask * x\n",
         # Bernoulli sampling of a model's output (an RBM's hidden units): not dropout
         "class RBM(nn.Module):\n    def forward(self, v):\n        p_h = torch.sigmoid(self.W(v))\n        return torch.bernoulli(p_h)\n",
+        # functional dropout only in the training branch
+        "class Net(nn.Module):\n    def forward(self, x):\n        if self.training and self.p > 0:\n            x = F.dropout(x, self.p)\n        return self.fc(x)\n",
+        "class Net(nn.Module):\n    def forward(self, x):\n        if not self.training or self.p == 0:\n            return self.fc(x)\n        else:\n            return self.fc(F.dropout(x, self.p))\n",
         # the mode decided by the caller: the helper takes it as a parameter
         "class Block(nn.Module):\n    def drop(self, x, train):\n        return x * x.new_empty(x.shape).bernoulli_(1 - self.drop_prob) if train else x\n",
     )
@@ -71,6 +76,8 @@ class FunctionalDropoutIgnoresMode(Rule):
             name = site.qualname.rsplit(".", 1)[1]
             if name not in DROPOUTS or not _in_module_method(ctx, site.scope) or site.scope.grad_off:
                 continue  # (under no_grad: sampling code that drops on purpose, not a layer)
+            if _only_in_training(site.scope):
+                continue
             call = site.node
             default, index = DROPOUTS[name]
             given = keyword(call, "training")
@@ -123,6 +130,27 @@ class FunctionalDropoutIgnoresMode(Rule):
                 f"{cls.name} never reads self.training: it keeps dropping after model.eval()",
                 "return the input unchanged unless self.training",
             )
+
+
+def _only_in_training(scope) -> bool:
+    """The call runs only in training mode: it sits in the branch of an `if` that requires
+    `self.training` (`if self.training and p > 0:`, `else` of `if not self.training or ...:`)."""
+    for text, taken, _ in scope.conds:
+        try:
+            test = ast.parse(text, mode="eval").body
+        except SyntaxError:
+            continue
+        if not taken:
+            if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+                test = test.operand
+            elif isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or):
+                test = ast.BoolOp(ast.And(), [v.operand for v in test.values if isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.Not)])
+            else:
+                continue
+        needed = test.values if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And) else [test]
+        if any(ast.unparse(v) == "self.training" for v in needed):
+            return True
+    return False
 
 
 def _in_module_method(ctx, scope) -> bool:
