@@ -2,8 +2,9 @@
 
 1. recall on confirmed real mode bugs (`corpora/bugs.json`): a bug is found when a finding of its
    rule (or one listed in `also`) lies in its file within its lines (2 lines of slack);
-2. on maintained training/evaluation/export code (`corpora/maintained.json`): every finding with
-   its hand judgment; precision per rule = true / judged (error-level rules are the target);
+2. on maintained training/evaluation/export code (`corpora/maintained.json`): every finding in
+   its listed files, and every error-level finding anywhere in its checkouts (the precision
+   target is about those), with its hand judgment; precision per rule = true / judged;
    unjudged findings are listed apart;
 3. findings per 1,000 lines on the installed torchvision, timm, transformers and Lightning.
 
@@ -48,6 +49,7 @@ class Checker:
         self.root = root
         self.selection = selection
         self.done: dict[tuple[str, str], dict[str, list] | None] = {}
+        self.files: dict[tuple[str, str], int] = {}
 
     def findings(self, repo: str, commit: str) -> dict[str, list] | None:
         key = (repo, commit)
@@ -57,7 +59,9 @@ class Checker:
                 self.done[key] = None
             else:
                 by_path = defaultdict(list)
-                for f in lint_paths(discover([str(folder)]), self.selection, jobs=1):
+                files = discover([str(folder)])
+                self.files[key] = len(files)
+                for f in lint_paths(files, self.selection, jobs=1):
                     by_path[Path(f.filename).relative_to(folder).as_posix()].append(f)
                 self.done[key] = by_path
         return self.done[key]
@@ -118,24 +122,32 @@ def score_maintained(maintained: dict, checker: Checker, console: Console) -> di
             judged[(j["repo"], j["path"], j["line"], j["code"])] = j
     per_rule: dict[str, Counter] = defaultdict(Counter)
     listed, unjudged, absent = [], [], []
-    files = 0
+    files = whole_files = 0
     for project in maintained.get("projects", []):
         found = checker.findings(project["repo"], project["commit"])
         if found is None:
             absent.append(project["repo"])
             continue
-        for path in project["files"]:
-            files += 1
-            for f in found.get(path, []):
+        files += len(project["files"])
+        whole_files += checker.files[(project["repo"], project["commit"])]
+        listed_paths = set(project["files"])
+        for path in sorted(found):
+            for f in found[path]:
+                if path not in listed_paths and (f.severity is not Severity.ERROR or f.code == "MG100"):
+                    continue  # outside the listed files only error-level mode findings count (MG100 is a parse error)
                 j = judged.get((project["repo"], path, f.location.row, f.code))
                 verdict = j["verdict"] if j else "unjudged"
                 per_rule[f.code][verdict] += 1
-                entry = {"repo": project["repo"], "path": path, "line": f.location.row, "code": f.code, "message": f.message, "verdict": verdict, "why": j.get("why", "") if j else ""}
+                entry = {
+                    "repo": project["repo"], "path": path, "line": f.location.row, "code": f.code, "message": f.message,
+                    "verdict": verdict, "why": j.get("why", "") if j else "", "listed": path in listed_paths,
+                }
                 listed.append(entry)
                 if j is None:
                     unjudged.append(entry)
     table = results_table(
-        f"findings on maintained training/evaluation/export code ({files} files, corpora/maintained.json)",
+        f"findings on maintained training/evaluation/export code (corpora/maintained.json: all findings in its {files} "
+        f"listed files; error-level findings in all {whole_files} files of its {len(maintained.get('projects', [])) - len(absent)} checkouts)",
         ("rule", "level", "findings", "true", "false", "doubtful", "unjudged", "precision (true/judged)"),
     )
     error_true = error_judged = 0
@@ -161,6 +173,7 @@ def score_maintained(maintained: dict, checker: Checker, console: Console) -> di
         console.print(f"  not materialized ({len(absent)}): {', '.join(absent)}", markup=False)
     return {
         "files": files,
+        "checkout_files": whole_files,
         "per_rule": {k: dict(v) for k, v in per_rule.items()},
         "error_level_precision": error_true / error_judged if error_judged else None,
         "findings": listed,
