@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from modeguard.runtime.flags import is_user_defined
 from modeguard.runtime.state import TensorState
 from modeguard.runtime.trees import leaves
 
@@ -116,7 +117,7 @@ class ChildCalls:
         self.children: dict[int, nn.Module] = {}
         for parent in parents:
             for child in _called_children(parent):
-                if not isinstance(child, torch.jit.ScriptModule) and not stateful & {id(m) for m in child.modules()}:
+                if _worth_reusing(child) and not stateful & {id(m) for m in child.modules()}:
                     self.children[id(child)] = child
         self.calls: dict[int, list[_Call]] = {}
         self._model_storage = {t.untyped_storage().data_ptr() for t in chain(model.parameters(), model.buffers())}
@@ -187,6 +188,15 @@ class ChildCalls:
             ):
                 return call
         return None
+
+
+def _worth_reusing(child: nn.Module) -> bool:
+    """A network of its own: a container or a model's own class. One of torch's layers costs
+    about what recording and checking its call would (a DenseNet's hundreds of BatchNorm, ReLU
+    and convolution children made the audit slower, not faster)."""
+    if isinstance(child, torch.jit.ScriptModule):
+        return False
+    return next(child.children(), None) is not None or is_user_defined(child)
 
 
 def _flags(module: nn.Module) -> tuple:
