@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from contextlib import nullcontext
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ from modeguard.runtime.flags import FlagReads, is_user_defined, watching_flags
 from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules, reads_training_flag
 from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
-from modeguard.runtime.state import preserved
+from modeguard.runtime.reuse import ChildCalls
+from modeguard.runtime.state import Snapshot, preserved
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
 from modeguard.runtime.trees import batch_size, call_model, leaves, sample_of, take_sample, to_device
 
@@ -91,7 +93,7 @@ def audit(
     if max_batches < 1:
         raise InputError(f"max_batches must be at least 1, got {max_batches}")
     device, dtype = _device_and_dtype(model)
-    with preserved(model) as attributes, torch.no_grad():
+    with preserved(model) as snapshot, torch.no_grad():
         inputs = prepare_input(model, data, targets, max_batches, random_input, seed)
         inputs.example = to_device(inputs.example, device, dtype)
         inputs.targets = to_device(inputs.targets, device, dtype)
@@ -100,7 +102,7 @@ def audit(
             if not inputs.targets_from_data:
                 raise InputError(f"{type(model).__name__}.forward() takes no targets argument")
             inputs.targets = None
-        auditor = _Auditor(model, inputs, seed, batch_dim, max_samples, dtype, attributes)
+        auditor = _Auditor(model, inputs, seed, batch_dim, max_samples, dtype, snapshot)
         report = auditor.run(name or type(model).__name__, str(device), str(dtype).removeprefix("torch."))
     ignored = {code.upper() for code in ignore}
     report.findings = [f for f in report.findings if not any(f.code.startswith(c) for c in ignored)]
@@ -205,7 +207,7 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | Non
 
 
 class _Auditor:
-    def __init__(self, model, inputs: AuditInput, seed, batch_dim, max_samples, dtype, attributes):
+    def __init__(self, model, inputs: AuditInput, seed, batch_dim, max_samples, dtype, snapshot: Snapshot):
         self.model = model
         self.inputs = inputs
         self.x = inputs.example
@@ -214,8 +216,10 @@ class _Auditor:
         self.max_samples = max_samples
         self.rtol = tolerance(dtype or torch.float32)
         self.findings: list[Finding] = []
-        self.attributes = attributes
+        self.snapshot = snapshot
+        self.attributes = snapshot.attributes
         self.shared = shared_objects(model)
+        self.reuse: ChildCalls | None = None
 
     def add(self, code, severity, message, fix="", module=None, **data) -> None:
         self.findings.append(Finding(code, Severity(severity), message, fix, module, data=data))
@@ -223,11 +227,18 @@ class _Auditor:
     def module_named(self, name: str) -> nn.Module:
         return self.model if name == "<root>" else self.model.get_submodule(name)
 
-    def forward(self, training: bool, recorder: PassRecorder | None = None, seed_offset: int = 0, example=None):
-        """One pass from the captured state: modes, seed, and any hidden state kept on `self`."""
+    def prepare(self, training: bool, seed_offset: int = 0) -> None:
+        """The captured state before a pass: modes, seed, and any hidden state kept on `self`."""
         self.model.train(training)
         self.attributes.restore()
         _seed(self.seed + seed_offset)
+
+    def forward(self, training: bool, recorder: PassRecorder | None = None, seed_offset: int = 0, example=None):
+        """One pass from the captured state."""
+        self.prepare(training, seed_offset)
+        return self.call(recorder, example)
+
+    def call(self, recorder: PassRecorder | None = None, example=None):
         example = self.x if example is None else example
         if recorder is None:
             return call_model(self.model, example)
@@ -253,9 +264,17 @@ class _Auditor:
         first = PassRecorder(
             model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture, shared=self.shared
         )
+        # Replays reuse what their children computed in this pass (see reuse.py).
+        self.reuse = ChildCalls(
+            model, [self.module_named(n) for n in capture], self.snapshot.tensors,
+            self.snapshot.stateful_modules(), self.shared,
+        ) if self.snapshot.tensors is not None else None
         try:
-            with watching_flags(model) as reads:
-                eval_out = self.eval_out = self.forward(False, first)
+            # Prepared outside the watch: a model's own train() (Hugging Face's reads the flag)
+            # is the audit's call, not a read in forward.
+            self.prepare(False)
+            with watching_flags(model) as reads, (self.reuse.recording() if self.reuse else nullcontext()):
+                eval_out = self.eval_out = self.call(first)
         except Exception as eval_exc:  # noqa: BLE001 - the model's own error, reported
             self.eval_failed(eval_exc, report)
             report.findings = self.findings
@@ -273,6 +292,7 @@ class _Auditor:
         # Replays before the training pass: it updates BatchNorm buffers that replayed modules'
         # children (in eval) would then normalize with.
         self.attribute(known, reads, first, report)
+        self.reuse = None  # what the replays reused: free it before the training pass
         self.compare_train_eval(eval_out, report)
         self.check_handed_over_in_training(report)
         if self.inputs.random:
@@ -616,7 +636,8 @@ class _Auditor:
                     args, kwargs = _with_call_targets(args, kwargs, self.inputs.targets)
                 module.training = training  # noqa: MG104 - this module's own flag, on purpose
                 _seed(self.seed)  # the seed of the pass that captured the input
-                outputs[training] = module(*args, **kwargs)
+                with self.reuse.reusing(module) if self.reuse else nullcontext():
+                    outputs[training] = module(*args, **kwargs)
                 if training and call.output_print is not None:
                     sampled = output_print(outputs[True])
                     if sampled is not None and sampled.shape == call.output_print.shape:

@@ -80,7 +80,7 @@ class ChannelStats:
         # Two plain reductions: torch.var_mean over dims (0, 2, 3) is ~15x slower on CPU.
         mean = xf.mean(dim=dims)
         centered = xf - mean.view(1, -1, *[1] * (x.dim() - 2))
-        var = (centered * centered).mean(dim=dims)
+        var = centered.square_().mean(dim=dims)  # in place: one activation-sized buffer fewer
         return cls(count, mean, var, xf.amin(dim=dims), xf.amax(dim=dims))
 
     def merged(self, other: "ChannelStats") -> "ChannelStats":

@@ -84,11 +84,21 @@ def reads_training_flag(cls: type) -> bool:
         for attr, value in vars(klass).items():
             if attr in ("train", "eval", "__init__"):  # setting modes is not branching on one
                 continue
-            function = getattr(value, "__func__", value)
-            code = getattr(function, "__code__", None)
-            if code is not None and _loads_training(code):
+            if any(_loads_training(code) for code in _codes(getattr(value, "__func__", value))):
                 return True
     return False
+
+
+def _codes(function) -> list[types.CodeType]:
+    """The code of a function and of the functions it wraps (`functools.wraps` decorators, such
+    as Hugging Face's `deprecate_kwarg` around `forward`)."""
+    codes = []
+    while function is not None and len(codes) < 8:
+        code = getattr(function, "__code__", None)
+        if code is not None:
+            codes.append(code)
+        function = getattr(function, "__wrapped__", None)
+    return codes
 
 
 def _loads_training(code: types.CodeType) -> bool:

@@ -6,7 +6,7 @@ import copy
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -64,6 +64,7 @@ class TensorState:
 
     tensors: list[tuple[torch.Tensor, torch.Tensor]]
     requires_grad: list[tuple[nn.Parameter, bool]]
+    _by_id: dict[int, torch.Tensor] | None = None
 
     @classmethod
     def capture(cls, model: nn.Module) -> "TensorState":
@@ -80,6 +81,17 @@ class TensorState:
             live.copy_(saved)
         for param, flag in self.requires_grad:
             param.requires_grad_(flag)
+
+    def unchanged(self, tensors: Iterable[torch.Tensor]) -> bool:
+        """Whether these parameters/buffers still hold their captured values (a write through
+        `.data` leaves no trace in the version counter, so the values are compared)."""
+        saved = self._saved_by_id()
+        return all(id(t) in saved and torch.equal(t, saved[id(t)]) for t in tensors)
+
+    def _saved_by_id(self) -> dict[int, torch.Tensor]:
+        if self._by_id is None:
+            self._by_id = {id(live): saved for live, saved in self.tensors}
+        return self._by_id
 
 
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
@@ -111,7 +123,7 @@ class ModuleAttributes:
         saved = []
         for module in model.modules():
             state = {
-                key: (value, copy.deepcopy(value, dict(shared)))
+                key: (value, None if value is None else copy.deepcopy(value, dict(shared)))
                 for key, value in vars(module).items()
                 if key not in _MODULE_INTERNALS and (value is None or _holds_state(value))
             }
@@ -140,15 +152,32 @@ class ModuleAttributes:
                     original.update(copy.deepcopy(snapshot))
 
 
+@dataclass
+class Snapshot:
+    """What `preserved` captured: the tensor attributes (restore() them before each pass of a
+    stateful model) and the parameters and buffers (None when not captured)."""
+
+    attributes: ModuleAttributes
+    tensors: TensorState | None
+
+    def stateful_modules(self) -> set[int]:
+        """ids of the modules that keep tensors on `self` besides parameters and buffers."""
+        return {
+            id(module)
+            for module, state in self.attributes.saved
+            if any(_holds_state(original) for original, _ in state.values())
+        }
+
+
 @contextmanager
-def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[ModuleAttributes]:
+def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[Snapshot]:
     """Run a block that may switch modes, update buffers or draw random numbers; undo it all."""
     modes = ModuleModes.capture(model)
     rng = RngState.capture()
     saved = TensorState.capture(model) if tensors else None
     attributes = ModuleAttributes.capture(model)
     try:
-        yield attributes  # restore() it before each pass of a stateful model
+        yield Snapshot(attributes, saved)
     finally:
         attributes.restore()
         modes.restore()

@@ -17,8 +17,12 @@ class Unreached:
     path: str  # e.g. "encoder.blocks[2]"
     module: nn.Module
     type_name: str
-    mode_sensitive: bool
     registered_elsewhere: bool
+
+    @property
+    def mode_sensitive(self) -> bool:
+        """Judged on demand: aliases of registered modules (common in timm) never need it."""
+        return contains_mode_sensitive(self.module)
 
 
 def mixed_mode_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -41,20 +45,15 @@ def unreached_modules(model: nn.Module) -> list[Unreached]:
     found = []
     for owner_name, owner in model.named_modules():
         for attr, value in vars(owner).items():
-            if attr in ("_modules", "_parameters", "_buffers"):
+            if attr in ("_modules", "_parameters", "_buffers") or not isinstance(value, CONTAINERS):
                 continue
             prefix = f"{owner_name}.{attr}" if owner_name else attr
             for path, module in _modules_in_container(value, prefix):
-                found.append(
-                    Unreached(
-                        path,
-                        module,
-                        type(module).__name__,
-                        contains_mode_sensitive(module),
-                        id(module) in registered,
-                    )
-                )
+                found.append(Unreached(path, module, type(module).__name__, id(module) in registered))
     return found
+
+
+CONTAINERS = (dict, list, tuple)
 
 
 def _modules_in_container(value: object, path: str, depth: int = 0):
