@@ -28,6 +28,9 @@ class MissingEval(Rule):
     )
     triggers = ("no_grad", "inference_mode", "backward", "eval", "test", "pred", "infer", "valid", "load", "pretrained", "weights", "generate", "sample")
     invalid = (
+        # a warm-up forward on zeros after restoring weights: BatchNorm statistics move towards the zeros
+        "def load(path):\n    model = Net()\n    model.load_state_dict(torch.load(path, weights_only=True))\n"
+        "    with torch.no_grad():\n        model(torch.zeros(1, 3, 224, 224))\n    return model\n",
         "model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\nwith torch.no_grad():\n    preds = model(test_x)\n",
         "model = Net()\nmodel.load_state_dict(torch.load('ckpt.pt', weights_only=True))\nwith torch.no_grad():\n    preds = model(images)\n",
         "@torch.no_grad()\ndef predict(path):\n    net = ResNet()\n    net.load_state_dict(torch.load(path, weights_only=True))\n    return net(load_image())\n",
@@ -249,7 +252,7 @@ class MissingEval(Rule):
                 receiver = site.receiver
                 if receiver in reported or not self._model_receiver(ctx, project, receiver) or _not_a_module_branch(site, receiver) or _eval_branch(site, receiver):
                     continue
-                if _dummy_input(ctx, func, nodes[(site.line, site.col)]):
+                if _shape_check(ctx, func, nodes[(site.line, site.col)], receiver):
                     continue
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
@@ -319,14 +322,22 @@ def _eval_branch(site, receiver) -> bool:
 DUMMY_TENSOR_RE = re.compile(r"^torch\.(randn|rand|randint|zeros|ones|empty|full)(_like)?$")
 
 
-def _dummy_input(ctx, func, call: ast.Call) -> bool:
-    """The forward runs on made-up tensors only (`net(torch.randn(1, 3, 32, 32))`, directly or
-    through a local assigned once): a shape check or smoke test, not inference on data."""
+def _shape_check(ctx, func, call: ast.Call, receiver: str) -> bool:
+    """A fresh model run on made-up tensors in the function that builds it, no weights loaded
+    (`net = ResNet18(); net(torch.randn(1, 3, 32, 32))`): a shape check, not inference on data."""
+    if func is None or "." in receiver:
+        return False
+    assigned = [a.value for a in ast.walk(func) if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == receiver for t in a.targets)]
+    if len(assigned) != 1 or not isinstance(assigned[0], ast.Call) or any(k.arg in ("pretrained", "weights") for k in assigned[0].keywords):
+        return False
+    if any(isinstance(n, ast.Attribute) and n.attr in ("load_state_dict", "load", "from_pretrained") for n in ast.walk(func)):
+        return False
+
     def made_up(node) -> bool:
         if isinstance(node, ast.Call):
             return DUMMY_TENSOR_RE.match(ctx.qualname(node.func) or "") is not None
         if isinstance(node, ast.Name):
-            values = [a.value for a in ast.walk(func or ctx.tree) if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in a.targets)]
+            values = [a.value for a in ast.walk(func) if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in a.targets)]
             return len(values) == 1 and made_up(values[0])
         return False
 
