@@ -63,6 +63,10 @@ MAX_CALLERS = 32  # callers followed per function (a base class __init__ may hav
 TRAINING_CALL_WINDOW = 15  # lines between a helper's forward and the backward() that trains it
 MODE_TOKENS = (".eval(", ".train(", "backward", "no_grad", "inference_mode", ".step(", "load_state_dict", "requires_grad", "torch.load")
 # packages whose functions never switch a model's mode (and are never project code)
+# packages whose classes are never torch modules: `MultiOutputClassifier(SGDClassifier())` has no mode
+NON_TORCH_MODEL_ROOTS = frozenset(("sklearn", "xgboost", "lightgbm", "catboost", "numpy", "scipy", "pandas", "statsmodels", "joblib", "umap", "hdbscan", "faiss", "gensim", "jax", "flax", "tensorflow", "keras"))
+# bases whose methods never switch a held model's mode (a held model, not the class itself)
+KNOWN_BASE_RE = re.compile(r"^((abc\.|typing\.|typing_extensions\.|enum\.|dataclasses\.)?(ABC|Generic|Protocol|NamedTuple|TypedDict|Enum|IntEnum)|torch\.nn\..*|nn\..*|(lightning\.pytorch|pytorch_lightning|lightning|pl|L)\.LightningModule)$")
 EXTERNAL_ROOTS = frozenset(("torch", "numpy", "math", "os", "sys", "re", "json", "logging", "time", "random", "itertools", "functools", "collections", "warnings", "typing", "copy", "pathlib", "einops", "PIL", "cv2", "pandas", "scipy", "matplotlib"))
 
 
@@ -351,6 +355,8 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
     if isinstance(func, ast.Attribute):
         attr = func.attr
         receiver = receiver_of(func.value)
+        if attr == "run" and receiver in _engine_evaluations(ctx):
+            return Item("eval", _engine_evaluations(ctx)[receiver], *pos, scope.conds)
         if receiver is None and isinstance(func.value, ast.Call) and isinstance(func.value.func, ast.Name) and func.value.func.id == "getattr" and func.value.args:
             receiver = dotted_name(func.value.args[0])  # getattr(self, name).train(flag): some attribute of self
         if attr in ("eval", "train") and receiver is None:
@@ -400,6 +406,48 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
             return _call_item(ctx, call, name, scope, pos)
         return Item("forward", name, *pos, scope.conds, scope.grad_off)
     return None
+
+
+def _engine_evaluations(ctx) -> dict[str, str]:
+    """Ignite trainers whose epoch-end or completion handlers run `create_supervised_evaluator(model)`:
+    that evaluator calls model.eval() in its step, so `trainer.run(...)` leaves model in eval mode.
+    trainer name -> model."""
+    found = getattr(ctx, "_engine_evaluations", None)
+    if found is not None:
+        return found
+    found = {}
+    evaluators = {
+        target.id: receiver_of(node.value.args[0])
+        for node, _ in ctx.assigns
+        if isinstance(node.value, ast.Call) and node.value.args and (ctx.qualname(node.value.func) or "").endswith("create_supervised_evaluator")
+        for target in node.targets
+        if isinstance(target, ast.Name) and receiver_of(node.value.args[0])
+    }
+    if evaluators:
+        handlers = [
+            (call.func.value.id, call.args[0], call.args[1].id)  # trainer.add_event_handler(Events.X, handler)
+            for call in (site.node for site in ctx.calls)
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "add_event_handler" and isinstance(call.func.value, ast.Name)
+            and len(call.args) >= 2 and isinstance(call.args[1], ast.Name)
+        ]
+        bodies = {}
+        for func, _ in ctx.functions:
+            bodies[func.name] = func
+            for decorator in func.decorator_list:  # @trainer.on(Events.X)
+                if isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute) and decorator.func.attr == "on" and (
+                    isinstance(decorator.func.value, ast.Name) and decorator.args
+                ):
+                    handlers.append((decorator.func.value.id, decorator.args[0], func.name))
+        for trainer, event, name in handlers:
+            if name not in bodies or not (dotted_name(event) or "").endswith(("EPOCH_COMPLETED", ".COMPLETED")):
+                continue
+            for node in ast.walk(bodies[name]):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run" and (
+                    isinstance(node.func.value, ast.Name) and node.func.value.id in evaluators
+                ):
+                    found[trainer] = evaluators[node.func.value.id]
+    ctx._engine_evaluations = found
+    return found
 
 
 def _module_train_signature(call: ast.Call) -> bool:
@@ -824,6 +872,20 @@ class ProjectIndex:
                     todo.append(resolved[1])
         return found
 
+    def external_base(self, cls: ClassSummary) -> str | None:
+        """A base of `cls` or of its project bases that is neither a project class nor one whose
+        methods are known (object, ABC, torch.nn.Module, LightningModule...): its inherited methods
+        may switch the mode (skorch's `NeuralNet` calls `_set_training(False)` in `predict`)."""
+        for member in self.lineage(cls):
+            for base in member.bases:
+                text = base.lstrip(":")
+                if _known_base(text):
+                    continue
+                found = self.resolve(member.path, base)
+                if not (found and found[0] == "class"):
+                    return text
+        return None
+
     def subclasses(self, cls: ClassSummary) -> list[ClassSummary]:
         """Project classes that inherit from `cls`, directly or not."""
         if self._subclasses is None:
@@ -1092,7 +1154,7 @@ class ProjectIndex:
         passed = False  # some caller in the project hands the model in
         for caller, item in self.callers(fs)[:MAX_CALLERS]:
             argument = _argument_for(fs, item, head)
-            if argument is None or (not forwarded and self._training_call(caller, item)):
+            if argument is None or (not forwarded and self._training_call(caller, item)) or _test_caller(fs, caller):
                 continue
             passed = True
             argument = argument + ("." + rest if rest else "")
@@ -1347,6 +1409,8 @@ class ProjectIndex:
             return self.mode_at(fs, origin[6:], event.line, event.col, event.conds, depth + 1)
         if not origin.startswith("call:"):
             return None, ""
+        if _random_test_model(fs, origin):
+            return None, ""
         name = origin[5:].removesuffix("+weights")
         if name.startswith("pick:"):
             return "train", f"{name[5:]}() builds a torchvision/timm model at {where}, and a new module is in training mode"
@@ -1357,6 +1421,8 @@ class ProjectIndex:
             if TORCH_MODE_LAYER_RE.match(last):
                 return "train", f"nn.{last}() is built at {where}, and a new module is in training mode"
             return None, f"nn.{last} {NO_MODE_LAYERS}"
+        if _non_torch_constructor(name):
+            return None, f"{name.rsplit('.', 1)[-1]}() comes from {name.split('.')[0]}: not a torch module"
         found = self.resolve(fs.path, name) or self.own_method(fs, name)
         if found is not None and found[0] == "class":
             cls = found[1]
@@ -1520,3 +1586,31 @@ def related(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return True
     return a == b or a.startswith(b + ".") or b.startswith(a + ".") or a.rsplit(".", 1)[-1] == b.rsplit(".", 1)[-1]
+
+
+def _non_torch_constructor(name: str) -> bool:
+    """A call imported from a package that has no torch modules (sklearn, xgboost, numpy...)."""
+    return name.split(".", 1)[0] in NON_TORCH_MODEL_ROOTS
+
+
+def _known_base(text: str) -> bool:
+    return text in BUILTIN_NAMES or KNOWN_BASE_RE.match(text) is not None or MODULE_BASE_RE.search(text) is not None
+
+
+def pytest_file(path: str) -> bool:
+    """Where pytest collects `test_*` functions: a unit test builds tiny models on purpose."""
+    parts = path.replace("\\", "/").split("/")
+    name = parts[-1]
+    return name.startswith("test_") or name.endswith("_test.py") or any(p in ("tests", "test", "testing") for p in parts[:-1])
+
+
+def _test_caller(fs: FunctionSummary, caller: FunctionSummary) -> bool:
+    """A caller in test code, of a function outside it: a unit test hands in a random model built
+    to check shapes, in whatever mode; not evidence of how the project runs the function."""
+    return pytest_file(caller.path) and not pytest_file(fs.path)
+
+
+def _random_test_model(fs: FunctionSummary, origin: str) -> bool:
+    """A model built in test code without pretrained weights: random, built to check shapes or to
+    time a loop; its outputs are no predictions, in either mode."""
+    return not origin.endswith("+weights") and pytest_file(fs.path)
