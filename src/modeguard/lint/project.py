@@ -104,6 +104,7 @@ class FunctionSummary:
     local_names: frozenset[str] = frozenset()  # names it assigns: what is not local is a closure or global
     self_calls: tuple = ()  # a method's calls on its own object, in source order: ((attribute or "forward", line, col), ...)
     builds_mode_layers: bool = False  # builds torch.nn Dropout/BatchNorm itself (a layer factory)
+    calls_builders: bool = False  # calls builders the index cannot see into (see `_opaque_builder_call`)
 
 
 @dataclass
@@ -184,6 +185,7 @@ def summarize(ctx: FileContext) -> ModuleSummary:
         fs = summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
         if fs.line == func.lineno:  # not a redefinition of the same name
             _add_self_calls(fs, func, scope, sites_by_func.get(id(func), ()))
+            fs.calls_builders = any(_opaque_builder_call(site, fs.params) for site in sites_by_func.get(id(func), ()))
     summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)
     for loop, _ in ctx.loops:
         iterated = getattr(loop, "iter", None)
@@ -835,7 +837,7 @@ class ProjectIndex:
             if found is not None and found[0] == "class":
                 result = self.has_mode_layers(found[1], depth + 1)
             elif found is not None and found[0] == "function":
-                result = LAYER_FACTORY_RE.search(found[1].name) is not None or found[1].builds_mode_layers  # make_layers, not make_kernel
+                result = _may_build_mode_layers(found[1])
             else:
                 last = text.rsplit(".", 1)[-1]
                 result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
@@ -1614,3 +1616,26 @@ def _random_test_model(fs: FunctionSummary, origin: str) -> bool:
     """A model built in test code without pretrained weights: random, built to check shapes or to
     time a loop; its outputs are no predictions, in either mode."""
     return not origin.endswith("+weights") and pytest_file(fs.path)
+
+
+def _opaque_builder_call(site, params: tuple[str, ...]) -> bool:
+    """A call inside a layer factory that may build Dropout/BatchNorm out of sight: anything but
+    torch's own layers and plain helpers (`layers.append`) - a capitalised or builder-named callee,
+    a parameter (`norm_layer(c)`), or a callee without a name."""
+    qualname = site.qualname
+    if qualname is None:
+        return True
+    if qualname.startswith("torch."):
+        return False
+    name = qualname.rsplit(".", 1)[-1]
+    return (
+        qualname.split(".")[0] in params or name[:1].isupper() or OPAQUE_BUILDER_RE.search(name) is not None
+        or MODEL_CONSTRUCTOR_RE.search(name) is not None
+    )
+
+
+def _may_build_mode_layers(factory: FunctionSummary) -> bool:
+    """A project function called in a class's __init__: it builds Dropout/BatchNorm itself, or its
+    name says it builds layers (`make_layers`, not `make_kernel`) and it calls builders we cannot
+    see into; one that builds only mode-free torch layers (`nn.InstanceNorm2d(c)`, `nn.ReLU()`) does not."""
+    return factory.builds_mode_layers or (LAYER_FACTORY_RE.search(factory.name) is not None and factory.calls_builders)

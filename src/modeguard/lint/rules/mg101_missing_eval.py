@@ -110,8 +110,18 @@ class MissingEval(Rule):
         "class Generator(nn.Module):\n    def __init__(self, layers):\n        super().__init__()\n        self.seq = nn.Sequential(*layers)\n\n\n"
         "class Synth:\n    def fit(self, data):\n        self.generator = Generator(make_layers())\n        for x in data:\n"
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
+        # the same factory building BatchNorm2d
+        "def conv_norm_relu(c_in, c_out):\n    return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.BatchNorm2d(c_out), nn.ReLU())\n\n\n"
+        "class Generator(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.body = conv_norm_relu(3, 64)\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n\n\ngenerator = Generator()\nfor real in loader:\n"
+        "    loss_fn(generator(real), real).backward()\n    opt.step()\nwith torch.no_grad():\n    fake = generator(noise)\n",
     )
     valid = (
+        # a layer factory that builds only mode-free torch layers (InstanceNorm without running statistics)
+        "def conv_norm_relu(c_in, c_out):\n    return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.InstanceNorm2d(c_out), nn.ReLU())\n\n\n"
+        "class Generator(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.body = conv_norm_relu(3, 64)\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n\n\ngenerator = Generator()\nfor real in loader:\n"
+        "    loss_fn(generator(real), real).backward()\n    opt.step()\nwith torch.no_grad():\n    fake = generator(noise)\n",
         # a subclass of a library's trainer (skorch's NeuralNet): its inherited predict() may switch the mode
         "import skorch\n\n\nclass Seq2Seq(skorch.NeuralNet):\n    def train_step(self, x, y):\n        self.module_.train()\n"
         "        loss = self.get_loss(self.infer(x), y)\n        loss.backward()\n        self.optimizer_.step()\n        return loss\n\n"
