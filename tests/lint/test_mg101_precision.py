@@ -148,3 +148,9 @@ def test_an_ignite_evaluator_run_at_the_trainers_epoch_end_leaves_the_model_in_e
     script = IGNITE_SCRIPT.format(engine=engine, event=event, body=body)
     write(tmp_path, {"pkg/__init__.py": "", "pkg/net.py": NET, "ignite/__init__.py": "", "ignite/engine/__init__.py": IGNITE_ENGINE, "train.py": script})
     assert mg101(tmp_path) == found
+
+
+def test_a_project_kept_in_a_folder_named_test_is_not_test_code(tmp_path):
+    root = tmp_path / "test" / "project"
+    write(root, {"pkg/__init__.py": "", "pkg/net.py": NET, "bench_forward.py": TIMING})
+    assert mg101(root) == [("bench_forward.py", 11)]

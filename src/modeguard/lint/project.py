@@ -17,6 +17,7 @@ import ast
 import builtins
 import functools
 import hashlib
+import os
 import pickle
 import re
 from dataclasses import dataclass, field, replace
@@ -694,6 +695,7 @@ class ProjectIndex:
         self._neighbours: dict[str, set[str]] | None = None
         self._subclasses: dict[tuple[str, str], list[ClassSummary]] | None = None
         self._attribute_classes: dict[tuple, ClassSummary | None] = {}
+        self._root: str | None = None  # the folder holding every file of the project
         self.frozen = frozenset().union(*(s.frozen for s in summaries))
         self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
             item.receiver.rsplit(".", 1)[-1] for fs in self._functions.values() for item in fs.items if item.kind == "train" and item.receiver
@@ -873,6 +875,26 @@ class ProjectIndex:
                 if resolved and resolved[0] == "class":
                     todo.append(resolved[1])
         return found
+
+    def test_code(self, path: str) -> bool:
+        """A pytest file or a file under a tests folder, by its path inside the project (a project
+        that itself lives under a folder named `test` is not all test code)."""
+        if self._root is None:
+            try:
+                self._root = os.path.commonpath([os.path.dirname(p) for p in self.modules]) if self.modules else ""
+            except ValueError:  # relative and absolute paths mixed
+                self._root = ""
+        return pytest_file(os.path.relpath(path, self._root) if self._root else path)
+
+    def _test_caller(self, fs: FunctionSummary, caller: FunctionSummary) -> bool:
+        """A caller in test code, of a function outside it: a unit test hands in a random model built
+        to check shapes, in whatever mode; not evidence of how the project runs the function."""
+        return self.test_code(caller.path) and not self.test_code(fs.path)
+
+    def _random_test_model(self, fs: FunctionSummary, origin: str) -> bool:
+        """A model built in test code without pretrained weights: random, built to check shapes or to
+        time a loop; its outputs are no predictions, in either mode."""
+        return not origin.endswith("+weights") and self.test_code(fs.path)
 
     def external_base(self, cls: ClassSummary) -> str | None:
         """A base of `cls` or of its project bases that is neither a project class nor one whose
@@ -1156,7 +1178,7 @@ class ProjectIndex:
         passed = False  # some caller in the project hands the model in
         for caller, item in self.callers(fs)[:MAX_CALLERS]:
             argument = _argument_for(fs, item, head)
-            if argument is None or (not forwarded and self._training_call(caller, item)) or _test_caller(fs, caller):
+            if argument is None or (not forwarded and self._training_call(caller, item)) or self._test_caller(fs, caller):
                 continue
             passed = True
             argument = argument + ("." + rest if rest else "")
@@ -1411,7 +1433,7 @@ class ProjectIndex:
             return self.mode_at(fs, origin[6:], event.line, event.col, event.conds, depth + 1)
         if not origin.startswith("call:"):
             return None, ""
-        if _random_test_model(fs, origin):
+        if self._random_test_model(fs, origin):
             return None, ""
         name = origin[5:].removesuffix("+weights")
         if name.startswith("pick:"):
@@ -1604,18 +1626,6 @@ def pytest_file(path: str) -> bool:
     parts = path.replace("\\", "/").split("/")
     name = parts[-1]
     return name.startswith("test_") or name.endswith("_test.py") or any(p in ("tests", "test", "testing") for p in parts[:-1])
-
-
-def _test_caller(fs: FunctionSummary, caller: FunctionSummary) -> bool:
-    """A caller in test code, of a function outside it: a unit test hands in a random model built
-    to check shapes, in whatever mode; not evidence of how the project runs the function."""
-    return pytest_file(caller.path) and not pytest_file(fs.path)
-
-
-def _random_test_model(fs: FunctionSummary, origin: str) -> bool:
-    """A model built in test code without pretrained weights: random, built to check shapes or to
-    time a loop; its outputs are no predictions, in either mode."""
-    return not origin.endswith("+weights") and pytest_file(fs.path)
 
 
 def _opaque_builder_call(site, params: tuple[str, ...]) -> bool:
