@@ -17,6 +17,7 @@ import ast
 import builtins
 import functools
 import hashlib
+import os
 import pickle
 import re
 from dataclasses import dataclass, field, replace
@@ -63,6 +64,10 @@ MAX_CALLERS = 32  # callers followed per function (a base class __init__ may hav
 TRAINING_CALL_WINDOW = 15  # lines between a helper's forward and the backward() that trains it
 MODE_TOKENS = (".eval(", ".train(", "backward", "no_grad", "inference_mode", ".step(", "load_state_dict", "requires_grad", "torch.load")
 # packages whose functions never switch a model's mode (and are never project code)
+# packages whose classes are never torch modules: `MultiOutputClassifier(SGDClassifier())` has no mode
+NON_TORCH_MODEL_ROOTS = frozenset(("sklearn", "xgboost", "lightgbm", "catboost", "numpy", "scipy", "pandas", "statsmodels", "joblib", "umap", "hdbscan", "faiss", "gensim", "jax", "flax", "tensorflow", "keras"))
+# bases whose methods never switch a held model's mode (a held model, not the class itself)
+KNOWN_BASE_RE = re.compile(r"^((abc\.|typing\.|typing_extensions\.|enum\.|dataclasses\.)?(ABC|Generic|Protocol|NamedTuple|TypedDict|Enum|IntEnum)|torch\.nn\..*|nn\..*|(lightning\.pytorch|pytorch_lightning|lightning|pl|L)\.LightningModule)$")
 EXTERNAL_ROOTS = frozenset(("torch", "numpy", "math", "os", "sys", "re", "json", "logging", "time", "random", "itertools", "functools", "collections", "warnings", "typing", "copy", "pathlib", "einops", "PIL", "cv2", "pandas", "scipy", "matplotlib"))
 
 
@@ -100,6 +105,7 @@ class FunctionSummary:
     local_names: frozenset[str] = frozenset()  # names it assigns: what is not local is a closure or global
     self_calls: tuple = ()  # a method's calls on its own object, in source order: ((attribute or "forward", line, col), ...)
     builds_mode_layers: bool = False  # builds torch.nn Dropout/BatchNorm itself (a layer factory)
+    calls_builders: bool = False  # calls builders the index cannot see into (see `_opaque_builder_call`)
 
 
 @dataclass
@@ -180,6 +186,7 @@ def summarize(ctx: FileContext) -> ModuleSummary:
         fs = summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
         if fs.line == func.lineno:  # not a redefinition of the same name
             _add_self_calls(fs, func, scope, sites_by_func.get(id(func), ()))
+            fs.calls_builders = any(_opaque_builder_call(site, fs.params) for site in sites_by_func.get(id(func), ()))
     summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)
     for loop, _ in ctx.loops:
         iterated = getattr(loop, "iter", None)
@@ -351,6 +358,8 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
     if isinstance(func, ast.Attribute):
         attr = func.attr
         receiver = receiver_of(func.value)
+        if attr == "run" and receiver in _engine_evaluations(ctx):
+            return Item("eval", _engine_evaluations(ctx)[receiver], *pos, scope.conds)
         if receiver is None and isinstance(func.value, ast.Call) and isinstance(func.value.func, ast.Name) and func.value.func.id == "getattr" and func.value.args:
             receiver = dotted_name(func.value.args[0])  # getattr(self, name).train(flag): some attribute of self
         if attr in ("eval", "train") and receiver is None:
@@ -400,6 +409,48 @@ def _classify_site(ctx, site, frozen, owners) -> Item | None:
             return _call_item(ctx, call, name, scope, pos)
         return Item("forward", name, *pos, scope.conds, scope.grad_off)
     return None
+
+
+def _engine_evaluations(ctx) -> dict[str, str]:
+    """Ignite trainers whose epoch-end or completion handlers run `create_supervised_evaluator(model)`:
+    that evaluator calls model.eval() in its step, so `trainer.run(...)` leaves model in eval mode.
+    trainer name -> model."""
+    found = getattr(ctx, "_engine_evaluations", None)
+    if found is not None:
+        return found
+    found = {}
+    evaluators = {
+        target.id: receiver_of(node.value.args[0])
+        for node, _ in ctx.assigns
+        if isinstance(node.value, ast.Call) and node.value.args and (ctx.qualname(node.value.func) or "").endswith("create_supervised_evaluator")
+        for target in node.targets
+        if isinstance(target, ast.Name) and receiver_of(node.value.args[0])
+    }
+    if evaluators:
+        handlers = [
+            (call.func.value.id, call.args[0], call.args[1].id)  # trainer.add_event_handler(Events.X, handler)
+            for call in (site.node for site in ctx.calls)
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "add_event_handler" and isinstance(call.func.value, ast.Name)
+            and len(call.args) >= 2 and isinstance(call.args[1], ast.Name)
+        ]
+        bodies = {}
+        for func, _ in ctx.functions:
+            bodies[func.name] = func
+            for decorator in func.decorator_list:  # @trainer.on(Events.X)
+                if isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute) and decorator.func.attr == "on" and (
+                    isinstance(decorator.func.value, ast.Name) and decorator.args
+                ):
+                    handlers.append((decorator.func.value.id, decorator.args[0], func.name))
+        for trainer, event, name in handlers:
+            if name not in bodies or not (dotted_name(event) or "").endswith(("EPOCH_COMPLETED", ".COMPLETED")):
+                continue
+            for node in ast.walk(bodies[name]):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run" and (
+                    isinstance(node.func.value, ast.Name) and node.func.value.id in evaluators
+                ):
+                    found[trainer] = evaluators[node.func.value.id]
+    ctx._engine_evaluations = found
+    return found
 
 
 def _module_train_signature(call: ast.Call) -> bool:
@@ -644,6 +695,7 @@ class ProjectIndex:
         self._neighbours: dict[str, set[str]] | None = None
         self._subclasses: dict[tuple[str, str], list[ClassSummary]] | None = None
         self._attribute_classes: dict[tuple, ClassSummary | None] = {}
+        self._root: str | None = None  # the folder holding every file of the project
         self.frozen = frozenset().union(*(s.frozen for s in summaries))
         self.trained = frozenset().union(*(s.parameter_owners for s in summaries)) | frozenset(
             item.receiver.rsplit(".", 1)[-1] for fs in self._functions.values() for item in fs.items if item.kind == "train" and item.receiver
@@ -787,7 +839,7 @@ class ProjectIndex:
             if found is not None and found[0] == "class":
                 result = self.has_mode_layers(found[1], depth + 1)
             elif found is not None and found[0] == "function":
-                result = LAYER_FACTORY_RE.search(found[1].name) is not None or found[1].builds_mode_layers  # make_layers, not make_kernel
+                result = _may_build_mode_layers(found[1])
             else:
                 last = text.rsplit(".", 1)[-1]
                 result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
@@ -823,6 +875,40 @@ class ProjectIndex:
                 if resolved and resolved[0] == "class":
                     todo.append(resolved[1])
         return found
+
+    def test_code(self, path: str) -> bool:
+        """A pytest file or a file under a tests folder, by its path inside the project (a project
+        that itself lives under a folder named `test` is not all test code)."""
+        if self._root is None:
+            try:
+                self._root = os.path.commonpath([os.path.dirname(p) for p in self.modules]) if self.modules else ""
+            except ValueError:  # relative and absolute paths mixed
+                self._root = ""
+        return pytest_file(os.path.relpath(path, self._root) if self._root else path)
+
+    def _test_caller(self, fs: FunctionSummary, caller: FunctionSummary) -> bool:
+        """A caller in test code, of a function outside it: a unit test hands in a random model built
+        to check shapes, in whatever mode; not evidence of how the project runs the function."""
+        return self.test_code(caller.path) and not self.test_code(fs.path)
+
+    def _random_test_model(self, fs: FunctionSummary, origin: str) -> bool:
+        """A model built in test code without pretrained weights: random, built to check shapes or to
+        time a loop; its outputs are no predictions, in either mode."""
+        return not origin.endswith("+weights") and self.test_code(fs.path)
+
+    def external_base(self, cls: ClassSummary) -> str | None:
+        """A base of `cls` or of its project bases that is neither a project class nor one whose
+        methods are known (object, ABC, torch.nn.Module, LightningModule...): its inherited methods
+        may switch the mode (skorch's `NeuralNet` calls `_set_training(False)` in `predict`)."""
+        for member in self.lineage(cls):
+            for base in member.bases:
+                text = base.lstrip(":")
+                if _known_base(text):
+                    continue
+                found = self.resolve(member.path, base)
+                if not (found and found[0] == "class"):
+                    return text
+        return None
 
     def subclasses(self, cls: ClassSummary) -> list[ClassSummary]:
         """Project classes that inherit from `cls`, directly or not."""
@@ -1092,7 +1178,7 @@ class ProjectIndex:
         passed = False  # some caller in the project hands the model in
         for caller, item in self.callers(fs)[:MAX_CALLERS]:
             argument = _argument_for(fs, item, head)
-            if argument is None or (not forwarded and self._training_call(caller, item)):
+            if argument is None or (not forwarded and self._training_call(caller, item)) or self._test_caller(fs, caller):
                 continue
             passed = True
             argument = argument + ("." + rest if rest else "")
@@ -1347,6 +1433,8 @@ class ProjectIndex:
             return self.mode_at(fs, origin[6:], event.line, event.col, event.conds, depth + 1)
         if not origin.startswith("call:"):
             return None, ""
+        if self._random_test_model(fs, origin):
+            return None, ""
         name = origin[5:].removesuffix("+weights")
         if name.startswith("pick:"):
             return "train", f"{name[5:]}() builds a torchvision/timm model at {where}, and a new module is in training mode"
@@ -1357,6 +1445,8 @@ class ProjectIndex:
             if TORCH_MODE_LAYER_RE.match(last):
                 return "train", f"nn.{last}() is built at {where}, and a new module is in training mode"
             return None, f"nn.{last} {NO_MODE_LAYERS}"
+        if _non_torch_constructor(name):
+            return None, f"{name.rsplit('.', 1)[-1]}() comes from {name.split('.')[0]}: not a torch module"
         found = self.resolve(fs.path, name) or self.own_method(fs, name)
         if found is not None and found[0] == "class":
             cls = found[1]
@@ -1520,3 +1610,42 @@ def related(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return True
     return a == b or a.startswith(b + ".") or b.startswith(a + ".") or a.rsplit(".", 1)[-1] == b.rsplit(".", 1)[-1]
+
+
+def _non_torch_constructor(name: str) -> bool:
+    """A call imported from a package that has no torch modules (sklearn, xgboost, numpy...)."""
+    return name.split(".", 1)[0] in NON_TORCH_MODEL_ROOTS
+
+
+def _known_base(text: str) -> bool:
+    return text in BUILTIN_NAMES or KNOWN_BASE_RE.match(text) is not None or MODULE_BASE_RE.search(text) is not None
+
+
+def pytest_file(path: str) -> bool:
+    """Where pytest collects `test_*` functions: a unit test builds tiny models on purpose."""
+    parts = path.replace("\\", "/").split("/")
+    name = parts[-1]
+    return name.startswith("test_") or name.endswith("_test.py") or any(p in ("tests", "test", "testing") for p in parts[:-1])
+
+
+def _opaque_builder_call(site, params: tuple[str, ...]) -> bool:
+    """A call inside a layer factory that may build Dropout/BatchNorm out of sight: anything but
+    torch's own layers and plain helpers (`layers.append`) - a capitalised or builder-named callee,
+    a parameter (`norm_layer(c)`), or a callee without a name."""
+    qualname = site.qualname
+    if qualname is None:
+        return True
+    if qualname.startswith("torch."):
+        return False
+    name = qualname.rsplit(".", 1)[-1]
+    return (
+        qualname.split(".")[0] in params or name[:1].isupper() or OPAQUE_BUILDER_RE.search(name) is not None
+        or MODEL_CONSTRUCTOR_RE.search(name) is not None
+    )
+
+
+def _may_build_mode_layers(factory: FunctionSummary) -> bool:
+    """A project function called in a class's __init__: it builds Dropout/BatchNorm itself, or its
+    name says it builds layers (`make_layers`, not `make_kernel`) and it calls builders we cannot
+    see into; one that builds only mode-free torch layers (`nn.InstanceNorm2d(c)`, `nn.ReLU()`) does not."""
+    return factory.builds_mode_layers or (LAYER_FACTORY_RE.search(factory.name) is not None and factory.calls_builders)

@@ -6,6 +6,7 @@ import weakref
 from modeguard.lint.context import compatible, condition_holds, dotted_name
 from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
 from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, _neutral, short_path, related
+from modeguard.lint.project import pytest_file as _pytest_file
 from modeguard.lint.rule import Rule
 
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
@@ -112,8 +113,26 @@ class MissingEval(Rule):
         "class Generator(nn.Module):\n    def __init__(self, layers):\n        super().__init__()\n        self.seq = nn.Sequential(*layers)\n\n\n"
         "class Synth:\n    def fit(self, data):\n        self.generator = Generator(make_layers())\n        for x in data:\n"
         "            self.generator(x).mean().backward()\n\n    def sample(self, n):\n        return self.generator(noise(n))\n",
+        # the same factory building BatchNorm2d
+        "def conv_norm_relu(c_in, c_out):\n    return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.BatchNorm2d(c_out), nn.ReLU())\n\n\n"
+        "class Generator(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.body = conv_norm_relu(3, 64)\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n\n\ngenerator = Generator()\nfor real in loader:\n"
+        "    loss_fn(generator(real), real).backward()\n    opt.step()\nwith torch.no_grad():\n    fake = generator(noise)\n",
     )
     valid = (
+        # a layer factory that builds only mode-free torch layers (InstanceNorm without running statistics)
+        "def conv_norm_relu(c_in, c_out):\n    return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.InstanceNorm2d(c_out), nn.ReLU())\n\n\n"
+        "class Generator(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.body = conv_norm_relu(3, 64)\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n\n\ngenerator = Generator()\nfor real in loader:\n"
+        "    loss_fn(generator(real), real).backward()\n    opt.step()\nwith torch.no_grad():\n    fake = generator(noise)\n",
+        # a subclass of a library's trainer (skorch's NeuralNet): its inherited predict() may switch the mode
+        "import skorch\n\n\nclass Seq2Seq(skorch.NeuralNet):\n    def train_step(self, x, y):\n        self.module_.train()\n"
+        "        loss = self.get_loss(self.infer(x), y)\n        loss.backward()\n        self.optimizer_.step()\n        return loss\n\n"
+        "    def infer(self, x):\n        return self.module_(x)\n",
+        # a scikit-learn probe on frozen features: its classes are not torch modules
+        "from sklearn.linear_model import SGDClassifier\nfrom sklearn.multioutput import MultiOutputClassifier\n\n\n"
+        "@torch.no_grad()\ndef probe(train_x, train_y, test_x):\n    clf = MultiOutputClassifier(SGDClassifier())\n"
+        "    clf.fit(train_x, train_y)\n    return clf.predict(test_x)\n",
         # a shape check on a made-up input: not inference on data
         "def test():\n    net = ResNet18()\n    y = net(torch.randn(1, 3, 32, 32))\n    print(y.size())\n",
         "def calibrated_net():\n    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))\n    with torch.no_grad():\n        model(torch.randn(64, 4))  # fills the running statistics\n    return model\n\n\nnet = calibrated_net()\n",
@@ -343,13 +362,6 @@ def _shape_check(ctx, func, call: ast.Call, receiver: str) -> bool:
 
     inputs = [*call.args, *(k.value for k in call.keywords)]
     return bool(inputs) and all(made_up(node) for node in inputs)
-
-
-def _pytest_file(path: str) -> bool:
-    """Where pytest collects `test_*` functions: a unit test builds tiny models on purpose."""
-    parts = path.replace("\\", "/").split("/")
-    name = parts[-1]
-    return name.startswith("test_") or name.endswith("_test.py") or any(p in ("tests", "test", "testing") for p in parts[:-1])
 
 
 def _local(func, scope) -> str:
@@ -627,8 +639,8 @@ def _class_evidence(project, module, fs, receiver):
     another method trains it, it is built in __init__, or the project builds the class with a
     model in training mode."""
     cls = module.classes.get(fs.cls)
-    if cls is None:
-        return None, ""
+    if cls is None or project.external_base(cls) is not None:
+        return None, ""  # (inherited methods we cannot read may call eval())
     methods = [m for m in (module.functions.get(f"{cls.name}.{name}") for name in cls.methods) if m is not None]
     events = {m.name: project.events(m) for m in methods}
     if any(
