@@ -6,7 +6,7 @@ import weakref
 from modeguard.lint.context import compatible, condition_holds, dotted_name
 from modeguard.lint.models import MODEL_NAME_RE, NOT_TRAINED_RE
 from modeguard.lint.project import NO_MODE_LAYERS, _argument_for, _neutral, short_path, related
-from modeguard.lint.project import pytest_file as _pytest_file
+from modeguard.lint.project import pytest_file
 from modeguard.lint.rule import Rule
 
 INFERENCE_FUNC_RE = re.compile(r"^(evaluate|eval|predict|test|validate|validation|infer|inference|run_inference|run_eval|evaluation)(_|$)", re.I)
@@ -308,7 +308,7 @@ class MissingEval(Rule):
     def _skip_function(ctx, func, scope) -> bool:
         name = func.name
         return (
-            (name.startswith("test_") and _pytest_file(ctx.path))
+            (name.startswith("test_") and pytest_file(ctx.path))
             or name in ("forward", "training_step")
             or FRAMEWORK_HOOK_RE.search(name) is not None
             or ctx.in_framework_class(scope)
@@ -911,7 +911,7 @@ def _own_inference(project, path: str) -> dict:
     found: dict = {}
     reported: set[str] = set()
     module = project.modules.get(path)
-    for cls in module.classes.values() if module is not None and not _pytest_file(path) else ():
+    for cls in module.classes.values() if module is not None and not pytest_file(path) else ():
         if not project.is_module_class(cls):
             continue
         for instance in (cls, *project.subclasses(cls)):
