@@ -59,6 +59,7 @@ PICKED_MODEL_MODULES = ("torchvision.models", "timm")  # `models.__dict__[arch](
 EVAL_MODE_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession", "load_pretrained")
 BUILTIN_NAMES = frozenset(dir(builtins))
 NO_MODE_LAYERS = "has no Dropout/BatchNorm"
+LIST_METHODS = frozenset({"append", "extend", "insert"})
 PLAIN_PYTHON_MODULES = frozenset({"typing", "typing_extensions", "enum", "abc", "collections", "dataclasses", "numbers"})
 MEMO_LIMIT = 10_000  # replayed programs kept in memory (a site-packages run has ~10^5 functions)
 MAX_CALLERS = 32  # callers followed per function (a base class __init__ may have thousands)
@@ -102,6 +103,7 @@ class FunctionSummary:
     local_names: frozenset[str] = frozenset()  # names it assigns: what is not local is a closure or global
     self_calls: tuple = ()  # a method's calls on its own object, in source order: ((attribute or "forward", line, col), ...)
     builds_mode_layers: bool = False  # builds torch.nn Dropout/BatchNorm itself (a layer factory)
+    builds_only_torch_layers: bool = False  # builds torch.nn layers and calls nothing that may build others
 
 
 @dataclass
@@ -211,6 +213,25 @@ def _add_self_calls(fs: FunctionSummary, func, scope, sites) -> None:
         elif not fs.builds_mode_layers and (site.qualname or "").startswith("torch.nn."):
             fs.builds_mode_layers = _torch_mode_layer(site.qualname.rsplit(".", 1)[-1], site.node)
     fs.self_calls = tuple(sorted(calls, key=lambda call: call[1:]))
+    fs.builds_only_torch_layers = _builds_only_torch_layers(sites)
+
+
+def _builds_only_torch_layers(sites) -> bool:
+    """Whether a function's calls are torch.nn layers, builtins and list methods only: what it
+    builds is all in view (`get_conv_inorm_relu` of Conv2d/InstanceNorm2d/ReLU), whatever its name says."""
+    built = False
+    for site in sites:
+        qualname = site.qualname or ""
+        callee = site.node.func
+        if qualname.startswith("torch.nn."):
+            built = True
+        elif not (
+            qualname.startswith("torch.")
+            or (isinstance(callee, ast.Name) and callee.id in BUILTIN_NAMES)
+            or (isinstance(callee, ast.Attribute) and callee.attr in LIST_METHODS)
+        ):
+            return False
+    return built
 
 
 def sdpa_dropout_parameters(ctx: FileContext) -> dict[str, tuple[str, int, int]]:
@@ -797,7 +818,8 @@ class ProjectIndex:
             if found is not None and found[0] == "class":
                 result = self.has_mode_layers(found[1], depth + 1)
             elif found is not None and found[0] == "function":
-                result = LAYER_FACTORY_RE.search(found[1].name) is not None or found[1].builds_mode_layers  # make_layers, not make_kernel
+                named = LAYER_FACTORY_RE.search(found[1].name) is not None and not found[1].builds_only_torch_layers
+                result = named or found[1].builds_mode_layers  # make_layers, not make_kernel
             else:
                 last = text.rsplit(".", 1)[-1]
                 result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
