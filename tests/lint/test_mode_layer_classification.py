@@ -55,3 +55,12 @@ def test_a_model_of_mode_invariant_norms_needs_no_eval(norm):
 @pytest.mark.parametrize("norm", ["nn.BatchNorm2d(cout)", "nn.InstanceNorm2d(cout, track_running_stats=True)"])
 def test_a_model_with_running_statistics_is_flagged(norm):
     assert len(mg101(norm)) == 1
+
+
+def test_a_factory_wrapping_layers_it_is_given_is_not_judged_by_its_own_calls():
+    source = GENERATOR.replace(
+        "def conv_inorm_relu(cin, cout):\n    layers = [nn.ReflectionPad2d(1)]\n    layers += [nn.Conv2d(cin, cout, 3), NORM, nn.ReLU(inplace=True)]\n    return nn.Sequential(*layers)",
+        "def norm_block(layers):\n    return nn.Sequential(*layers)",
+    ).replace("conv_inorm_relu(3, 8)", "norm_block(parts)")
+    assert "norm_block(parts)" in source and "conv_inorm_relu" not in source
+    assert len([f for f in lint_source("gan.py", source, Selection(frozenset({"MG101"}))) if f.code == "MG101"]) == 1

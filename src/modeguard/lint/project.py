@@ -213,7 +213,7 @@ def _add_self_calls(fs: FunctionSummary, func, scope, sites) -> None:
         elif not fs.builds_mode_layers and (site.qualname or "").startswith("torch.nn."):
             fs.builds_mode_layers = _torch_mode_layer(site.qualname.rsplit(".", 1)[-1], site.node)
     fs.self_calls = tuple(sorted(calls, key=lambda call: call[1:]))
-    fs.builds_only_torch_layers = _builds_only_torch_layers(sites)
+    fs.builds_only_torch_layers = _builds_only_torch_layers(sites) and not _given_layers(func, sites)  # not `nn.Sequential(*layers)` of a parameter
 
 
 def _builds_only_torch_layers(sites) -> bool:
