@@ -17,6 +17,8 @@ GRAD_SWITCH = {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled", "tor
 GRAD_OFF_NAME_RE = re.compile(r"(^|[._])(no_grad|inference_mode)$")
 FUNCTIONAL = "torch.nn.functional"
 MODULE_BASE_RE = re.compile(r"(^|\.)(Module|LightningModule|Sequential|ModuleList|ModuleDict|PreTrainedModel)$")
+# other frameworks' module bases (`megengine.module.Module`, `paddle.nn.Layer`): not torch's nn.Module
+FOREIGN_FRAMEWORK_RE = re.compile(r"^(megengine|paddle|jittor|oneflow|mindspore|mxnet|chainer|tensorflow|keras|flax|haiku|jax)\.")
 FRAMEWORK_BASE_RE = re.compile(r"Lightning|(^|\.)Trainer$|PreTrainedModel|(^|\.)Callback$")
 
 
@@ -130,7 +132,7 @@ class FileContext:
                 if name in self.module_classes:
                     continue
                 if any(
-                    MODULE_BASE_RE.search(q) or q.startswith("torch.nn.") or q in self.module_classes
+                    (MODULE_BASE_RE.search(q) and not FOREIGN_FRAMEWORK_RE.match(q)) or q.startswith("torch.nn.") or q in self.module_classes
                     for q in quals
                 ):
                     self.module_classes.add(name)

@@ -27,6 +27,7 @@ from modeguard.lint.models import MODEL_NAME_RE
 from modeguard.lint.context import (
     GRAD_OFF,
     GRAD_OFF_NAME_RE,
+    FOREIGN_FRAMEWORK_RE,
     MODULE_BASE_RE,
     FileContext,
     compatible,
@@ -59,6 +60,7 @@ PICKED_MODEL_MODULES = ("torchvision.models", "timm")  # `models.__dict__[arch](
 EVAL_MODE_SOURCES = ("from_pretrained", "jit.load", "hub.load", "jit.script", "InferenceSession", "load_pretrained")
 BUILTIN_NAMES = frozenset(dir(builtins))
 NO_MODE_LAYERS = "has no Dropout/BatchNorm"
+PLAIN_PYTHON_MODULES = frozenset({"typing", "typing_extensions", "enum", "abc", "collections", "dataclasses", "numbers"})
 MEMO_LIMIT = 10_000  # replayed programs kept in memory (a site-packages run has ~10^5 functions)
 MAX_CALLERS = 32  # callers followed per function (a base class __init__ may have thousands)
 TRAINING_CALL_WINDOW = 15  # lines between a helper's forward and the backward() that trains it
@@ -186,7 +188,9 @@ def summarize(ctx: FileContext) -> ModuleSummary:
         fs = summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
         if fs.line == func.lineno:  # not a redefinition of the same name
             _add_self_calls(fs, func, scope, sites_by_func.get(id(func), ()))
-            fs.calls_builders = any(_opaque_builder_call(site, fs.params) for site in sites_by_func.get(id(func), ()))
+            sites = sites_by_func.get(id(func), ())
+            # builders out of sight, or layers given by the caller (`nn.Sequential(*layers)` of a parameter)
+            fs.calls_builders = any(_opaque_builder_call(site, fs.params) for site in sites) or _given_layers(func, sites)
     summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)
     for loop, _ in ctx.loops:
         iterated = getattr(loop, "iter", None)
@@ -658,6 +662,12 @@ def _given_layers(init, sites) -> bool:
     return False
 
 
+def _plain_python_base(text: str) -> bool:
+    """A base from Python itself (`typing.NamedTuple`, `Exception`, `enum.Enum`): a class built on
+    it holds no layers."""
+    return text in BUILTIN_NAMES or text.split(".", 1)[0] in PLAIN_PYTHON_MODULES
+
+
 def _torch_mode_layer(name: str, call: ast.Call) -> bool:
     if TORCH_MODE_LAYER_RE.match(name):
         return True
@@ -812,6 +822,8 @@ class ProjectIndex:
         result = False
         for base in cls.bases:
             text = base.lstrip(":")
+            if FOREIGN_FRAMEWORK_RE.match(text):
+                continue  # megengine's, paddle's Module
             if MODULE_BASE_RE.search(text) or text.startswith(("torch.nn.", "nn.")):
                 result = True
                 break
@@ -843,7 +855,7 @@ class ProjectIndex:
             else:
                 last = text.rsplit(".", 1)[-1]
                 result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
-                result = result or (ref in cls.bases and not MODULE_BASE_RE.search(text))
+                result = result or (ref in cls.bases and not MODULE_BASE_RE.search(text) and not _plain_python_base(text))
             if result:
                 break
         self._module_classes[key] = result

@@ -6,6 +6,12 @@ from modeguard.lint.rule import Rule, replace
 # Losses and activations have no parameters, buffers or mode: a plain list of them is harmless.
 STATELESS_RE = re.compile(r"(Loss|ReLU|GELU|SiLU|Tanh|Sigmoid|Softmax|LogSoftmax|Identity|Flatten|Parameter|Hardswish|Mish|ELU)$")
 WRAPPERS = ("ModuleList", "ModuleDict", "Sequential", "ParameterList")
+# torch layers with no parameters, buffers or mode (pooling, padding, reshaping, activations)
+PARAMETER_FREE_RE = re.compile(
+    r"^(\w*Pool\dd|LPPool\dd|Upsample\w*|Pixel(Un)?[Ss]huffle|Flatten|Unflatten|Identity|\w*Pad\dd|"
+    r"ReLU6?|LeakyReLU|GELU|SiLU|Tanh|Sigmoid|Softmax\d?d?|LogSoftmax|Hardswish|Hardsigmoid|Hardtanh|Mish|ELU|Softplus)$"
+)
+STATE_CALLS = ("register_buffer", "register_parameter", "add_module", "register_module", "setattr", "Parameter")
 
 
 class UnregisteredSubmodules(Rule):
@@ -34,6 +40,9 @@ class UnregisteredSubmodules(Rule):
         # a layer stored under a key of a plain dict
         "class Net(nn.Module):\n    def __init__(self, tasks):\n        super().__init__()\n        self.heads = {}\n"
         "        for task in tasks:\n            self.heads[task] = nn.Linear(8, 2)\n",
+        # a list of pooling blocks, one of which also holds a BatchNorm
+        "class Smooth(nn.Module):\n    def __init__(self, k):\n        super().__init__()\n        self.pool = nn.AvgPool1d(k, stride=1)\n        self.norm = nn.BatchNorm1d(8)\n\n\n"
+        "class MultiSmooth(nn.Module):\n    def __init__(self, sizes):\n        super().__init__()\n        self.smooths = [Smooth(k) for k in sizes]\n",
         # a dict declared to hold modules, filled by a builder: the built ones are registered nowhere
         "class Model(nn.Module):\n    encoders: dict[str, Sequence[Encoder]]\n\n    def __init__(self, data):\n        super().__init__()\n"
         "        self.encoders = {'train': self.encoder}\n        self.encoders['valid'] = valid = self._build_encoders(data)\n\n\n"
@@ -55,6 +64,13 @@ class UnregisteredSubmodules(Rule):
         "class Model(nn.Module):\n    encoders: dict[str, nn.Module]\n\n    def __init__(self):\n        super().__init__()\n"
         "        self.encoders = {}\n        self.encoders['a'] = self.enc_a = Encoder()\n        enc_b = self.build()\n        self.enc_b = enc_b\n"
         "        self.encoders['b'] = enc_b\n\n\nclass Encoder(nn.Module):\n    pass\n",
+        # another framework's Module (megengine registers lists itself)
+        "import megengine.module as M\n\n\nclass Stem(M.Module):\n    pass\n\n\n"
+        "class Head(M.Module):\n    def __init__(self):\n        super().__init__()\n        self.stems = [Stem() for _ in range(3)]\n",
+        # a list of modules with no parameters, buffers or mode: eval(), .to() and state_dict() miss nothing
+        "class Smooth(nn.Module):\n    def __init__(self, k):\n        super().__init__()\n        self.k = k\n        self.pool = nn.AvgPool1d(k, stride=1)\n\n\n"
+        "class Trend(nn.Module):\n    def __init__(self, k):\n        super().__init__()\n        self.smooth = Smooth(k)\n        self.act = nn.ReLU()\n\n\n"
+        "class MultiTrend(nn.Module):\n    def __init__(self, sizes):\n        super().__init__()\n        self.trends = [Trend(k) for k in sizes]\n",
         # a plain dict of sizes per key
         "class Net(nn.Module):\n    def __init__(self, tasks):\n        super().__init__()\n        self.sizes = {}\n"
         "        for task in tasks:\n            self.sizes[task] = len(task)\n",
@@ -101,6 +117,8 @@ class UnregisteredSubmodules(Rule):
                 holds_modules = _container_builds_modules(ctx, value) or (
                     attr in appended and _is_empty(value)
                 )
+                if holds_modules and _only_parameter_free(ctx, value):
+                    continue  # nothing in them has parameters, buffers or a mode to miss
                 store = stored.get(attr) if not holds_modules else None
                 if not holds_modules and store is None:
                     continue
@@ -246,6 +264,55 @@ def _container_builds_modules(ctx, value: ast.AST) -> bool:
     if isinstance(value, ast.DictComp):
         return _builds_module(ctx, value.value)
     return False
+
+
+def _only_parameter_free(ctx, value: ast.AST) -> bool:
+    """Whether every module a list/dict literal or comprehension builds is a parameter-free torch
+    layer or a class of this file that builds only such layers (`[Decompose(k) for k in sizes]`
+    around an `nn.AvgPool1d`)."""
+    if isinstance(value, (ast.List, ast.Tuple)):
+        elements = value.elts
+    elif isinstance(value, ast.Dict):
+        elements = value.values
+    else:
+        elements = [value.value if isinstance(value, ast.DictComp) else value.elt]
+    classes = {c.name: c for c in ctx.classes}
+    return bool(elements) and all(_parameter_free_call(ctx, e, classes, set()) for e in elements)
+
+
+def _parameter_free_call(ctx, node: ast.AST, classes: dict, seen: set) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    name = ctx.qualname(node.func) or ""
+    if name.startswith("torch.nn."):
+        return PARAMETER_FREE_RE.match(name.rsplit(".", 1)[-1]) is not None
+    cls = classes.get(node.func.id) if isinstance(node.func, ast.Name) else None
+    if cls is not None and cls.name in seen:
+        return True  # checked already, or being checked
+    if cls is None or [ctx.qualname(b) for b in cls.bases] != ["torch.nn.Module"]:
+        return False
+    seen.add(cls.name)
+    layers = 0  # a class that builds nothing (a stub) is not known to be parameter-free
+    for stmt in ast.walk(cls):
+        if isinstance(stmt, ast.Call) and _last_name(stmt.func) in STATE_CALLS:
+            return False  # a parameter or buffer of its own
+        if isinstance(stmt, ast.Attribute) and stmt.attr == "training" and _is_self(stmt.value):
+            return False  # behaves by its mode
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and isinstance(stmt.value, ast.Call):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            if not any(_self_attr(t) for t in targets):
+                continue
+            called = ctx.qualname(stmt.value.func) or ""
+            if called.startswith("torch.") and not called.startswith("torch.nn."):
+                continue  # a plain tensor: neither eval() nor registration changes it
+            if not _parameter_free_call(ctx, stmt.value, classes, seen):
+                return False
+            layers += 1
+    return layers > 0
+
+
+def _last_name(node: ast.AST) -> str:
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
 
 
 def _is_empty(value: ast.AST) -> bool:

@@ -43,6 +43,8 @@ class CaptureInTrainMode(Rule):
         "model = Net()\ntorch.onnx.export(model, (x,), 'm.onnx', dynamo=True, training=torch.onnx.TrainingMode.EVAL)\n",
         # the legacy exporter told to keep the model's mode
         "model = Net()\ntorch.onnx.export(model, x, 'm.onnx', dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)\n",
+        # a local dict of keyword arguments choosing the dynamo exporter
+        "model = Net()\noptions = {'opset_version': 18}\noptions['dynamo'] = True\ntorch.onnx.export(model, x, 'm.onnx', **options)\n",
         # a LightningModule exporting itself, built fresh by an exporter class in another method
         "class LitModel(pl.LightningModule):\n    def __init__(self):\n        super().__init__()\n        self.net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))\n\n"
         "    def export_onnx(self, path):\n        self.to_onnx(path, torch.zeros(1, 4))\n\n\n"
@@ -70,6 +72,15 @@ class CaptureInTrainMode(Rule):
         "    def export_onnx(self, path):\n        self.to_onnx(path, torch.zeros(1, 4))\n\n\n"
         "class Exporter:\n    def __init__(self):\n        self.module = LitModel()\n\n"
         "    def export(self, path):\n        self.module.eval()\n        self.module.export_onnx(path)\n",
+        # a model with no mode-dependent layer (its only helper object is a NamedTuple): both modes agree
+        "from typing import NamedTuple\n\n\nclass Spec(NamedTuple):\n    scale: float\n\n\n"
+        "class Scale(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.spec = Spec(2.0)\n\n"
+        "    def forward(self, x):\n        return x * self.spec.scale\n\n\n"
+        "model = Scale()\ntraced = torch.jit.trace(model, x)\n",
+        # the TorchScript exporter chosen through a local dict of keyword arguments
+        "def export(path, **kwargs):\n    model = Net()\n    options = kwargs.copy()\n    options['dynamo'] = False\n"
+        "    torch.onnx.export(model, x, path, **options)\n",
+        "model = Net()\nlegacy = {'opset_version': 11, 'dynamo': False}\ntorch.onnx.export(model, x, 'm.onnx', **legacy)\n",
         # a fresh export wrapper exporting the model it was handed (loaded elsewhere, in its own mode)
         "class Exportable(nn.Module):\n    def __init__(self, model):\n        super().__init__()\n        self.model = CachedDecoder(model)\n\n"
         "    def export(self, x):\n        return torch.export.export(self.model, (x,))\n\n\n"
@@ -127,7 +138,7 @@ def _capture(ctx, site) -> tuple[str, ast.AST, str] | None:
             return None
         if what != "torch.onnx.export":
             return what, call.args[0], ""
-        note = _onnx_exporter_note(call)
+        note = _onnx_exporter_note(call, site.scope.func or ctx.tree)
         return None if note is None else (what, call.args[0], note)
     func = call.func
     if not (isinstance(func, ast.Attribute) and func.attr == LIGHTNING_TO_ONNX and isinstance(func.value, ast.Name) and func.value.id == "self"):
@@ -137,20 +148,21 @@ def _capture(ctx, site) -> tuple[str, ast.AST, str] | None:
         return None  # not a LightningModule's own to_onnx
     if any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == LIGHTNING_TO_ONNX for n in cls.body):
         return None  # the class's own to_onnx
-    note = _onnx_exporter_note(call)
+    note = _onnx_exporter_note(call, site.scope.func)
     return None if note is None else ("LightningModule.to_onnx (torch.onnx.export(self, ...))", func.value, note)
 
 
-def _onnx_exporter_note(call: ast.Call) -> str | None:
+def _onnx_exporter_note(call: ast.Call, scope: ast.AST | None) -> str | None:
     """What torch.onnx.export's arguments say about the mode it exports: None when the call
     itself exports in eval mode (or a training graph on purpose), else a note for the message."""
-    dynamo = keyword(call, "dynamo")
-    training = keyword(call, "training")
-    mode = training.value.attr if training is not None and isinstance(training.value, ast.Attribute) else None
-    if dynamo is not None and not isinstance(dynamo.value, ast.Constant):
+    given = _export_keywords(call, scope)
+    dynamo = given.get("dynamo")
+    training = given.get("training")
+    mode = training.attr if isinstance(training, ast.Attribute) else None
+    if dynamo is not None and not isinstance(dynamo, ast.Constant):
         return None  # the exporter is chosen at run time: no evidence either way
     if dynamo is not None:
-        if dynamo.value.value is True:
+        if dynamo.value is True:
             return " (the dynamo exporter ignores training= and captures the current mode)"
         if training is None or mode in ("EVAL", "TRAINING"):
             return None  # the TorchScript exporter switches to eval itself; TRAINING: on purpose
@@ -158,6 +170,41 @@ def _onnx_exporter_note(call: ast.Call) -> str | None:
     if any(k.arg is None for k in call.keywords):
         return f"; {DYNAMO_DEFAULT}, unless the keyword arguments passed on choose dynamo=False"
     return f"; {DYNAMO_DEFAULT}: code written for the old default exports training-mode layers with a current torch"
+
+
+def _export_keywords(call: ast.Call, scope: ast.AST | None) -> dict[str, ast.AST]:
+    """The keyword arguments of a call, with those a local dict passed as `**options` holds by
+    the call (`options = {'dynamo': False}`, `options = kwargs.copy(); options['dynamo'] = False`)."""
+    given: dict[str, ast.AST] = {}
+    for kw in call.keywords:
+        if kw.arg is not None:
+            given[kw.arg] = kw.value
+        elif isinstance(kw.value, ast.Name) and scope is not None:
+            given.update(_dict_writes(scope, kw.value.id, call))
+    return given
+
+
+def _dict_writes(scope: ast.AST, name: str, call: ast.Call) -> dict[str, ast.AST]:
+    """The constant-keyed entries written into the local dict `name` before `call`: its last
+    literal (`name = {...}`, `name = dict(...)`; a copy starts empty) and the `name['key'] = v` after it."""
+    writes: dict[str, ast.AST] = {}
+    assigns = sorted(
+        (n for n in ast.walk(scope) if isinstance(n, ast.Assign) and len(n.targets) == 1 and (n.lineno, n.col_offset) < (call.lineno, call.col_offset)),
+        key=lambda n: (n.lineno, n.col_offset),
+    )
+    for node in assigns:
+        target, value = node.targets[0], node.value
+        if isinstance(target, ast.Name) and target.id == name:
+            writes = {}
+            if isinstance(value, ast.Dict):
+                writes = {k.value: v for k, v in zip(value.keys, value.values) if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "dict":
+                writes = {k.arg: k.value for k in value.keywords if k.arg is not None}
+        elif isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == name:
+            key = target.slice
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                writes[key.value] = value
+    return writes
 
 
 def _forward_before(ctx, func, receiver: str, capture: ast.Call) -> int | None:
