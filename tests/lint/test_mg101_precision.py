@@ -2,16 +2,14 @@
 project runs its functions, a timing loop over a random model in a test folder predicts nothing,
 and an ignite evaluator run at the trainer's epoch end leaves the model in eval mode."""
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from modeguard.lint.engine import Selection
 from modeguard.lint.files import discover
 from modeguard.lint.runner import lint_paths
 
-SELECTION = Selection.from_options()
+from tests.lint.projects import SELECTION, write
 
 NET = """\
     from torch import nn
@@ -65,13 +63,6 @@ TIMING = """\
 def mg101(root: Path) -> list[tuple[str, int]]:
     findings = lint_paths(discover([str(root)]), SELECTION, jobs=1)
     return sorted((Path(f.filename).relative_to(root).as_posix(), f.location.row) for f in findings if f.code == "MG101")
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
 
 
 @pytest.mark.parametrize("caller, found", [("tests/shapes.py", []), ("scripts/shapes.py", [("pkg/encode.py", 6)])])

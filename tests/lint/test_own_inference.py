@@ -3,23 +3,15 @@ where the class itself leaves a restored instance in training mode (weights rest
 `__init__`, or a loader that builds and restores it) and the module holds, or is given,
 Dropout/BatchNorm; the evidence names the class, the loader and the path."""
 
-import textwrap
 from pathlib import Path
 
-from modeguard.lint.engine import Selection
-from modeguard.lint.files import discover
-from modeguard.lint.runner import lint_paths
 
-SELECTION = Selection.from_options()
+from tests.lint.projects import check as check_project, write
 
 
 def check(root: Path, files: dict[str, str]):
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    findings = lint_paths(discover([str(root)]), SELECTION, jobs=1)
-    return sorted((Path(f.filename).relative_to(root).as_posix(), f.location.row, f.code, f.message) for f in findings)
+    write(root, files)
+    return check_project(root)
 
 
 # a base class whose inherited helper runs the layers; a subclass restores its weights in __init__

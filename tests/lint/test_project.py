@@ -11,24 +11,10 @@ import pytest
 
 import modeguard
 from modeguard.lint import runner
-from modeguard.lint.engine import Selection, lint_source
+from modeguard.lint.engine import lint_source
 from modeguard.lint.engine import check as runner_check
-from modeguard.lint.files import discover
-from modeguard.lint.runner import lint_paths
 
-SELECTION = Selection.from_options()
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-
-
-def check(root: Path, cache: Path | None = None):
-    findings = lint_paths(discover([str(root)]), SELECTION, jobs=1, cache_dir=cache)
-    return sorted((Path(f.filename).relative_to(root).as_posix(), f.location.row, f.code, f.message) for f in findings)
+from tests.lint.projects import SELECTION, check, write
 
 
 EVALUATE = """\

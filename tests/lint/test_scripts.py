@@ -2,21 +2,15 @@
 `scripts and module-level models` group of missed bugs), with the path as evidence, and the
 shapes where staying silent is right."""
 
-import textwrap
 from pathlib import Path
 
-from modeguard.lint.engine import Selection
-from modeguard.lint.files import discover
-from modeguard.lint.runner import lint_paths
 
-SELECTION = Selection.from_options()
+from tests.lint.projects import check as check_project, write
 
 
 def check(root: Path, files: dict[str, str]):
-    for name, text in files.items():
-        (root / name).write_text(textwrap.dedent(text))
-    findings = lint_paths(discover([str(root)]), SELECTION, jobs=1)
-    return sorted((Path(f.filename).relative_to(root).as_posix(), f.location.row, f.code, f.message) for f in findings)
+    write(root, files)
+    return check_project(root)
 
 
 FEATURES = """\
