@@ -1,6 +1,5 @@
 import ast
 
-from modeguard.lint.context import keyword
 from modeguard.lint.project import receiver_of as chain_root, short_path
 from modeguard.lint.rule import Rule
 
