@@ -187,8 +187,8 @@ def summarize(ctx: FileContext) -> ModuleSummary:
         )
         fs = summary.functions.setdefault(local, _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func, returns_by_func, frozen, owners, shallow))
         if fs.line == func.lineno:  # not a redefinition of the same name
-            _add_self_calls(fs, func, scope, sites_by_func.get(id(func), ()))
             sites = sites_by_func.get(id(func), ())
+            _add_self_calls(fs, func, scope, sites)
             # builders out of sight, or layers given by the caller (`nn.Sequential(*layers)` of a parameter)
             fs.calls_builders = any(_opaque_builder_call(site, fs.params) for site in sites) or _given_layers(func, sites)
     summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)

@@ -275,13 +275,14 @@ class MissingEval(Rule):
                     continue
                 mode, why = project.mode_at(fs, receiver, site.line, site.col, site.conds)
                 if mode is None and receiver.startswith("self.") and fs.cls is not None:
-                    mode, why = _class_evidence(project, module, fs, receiver)
-                    if mode is None and not why:
-                        mode, why = _subclass_evidence(project, module, fs, receiver)
-                    if mode is None and not why and reason in ("no-grad", "function"):
-                        mode, why = _sibling_evidence(project, module, fs, receiver)
-                    if mode is None and not why and reason in ("no-grad", "function"):
-                        mode, why = _factory_evidence(project, module, fs, receiver)
+                    # the class's own evidence first; wrappers' evidence only for plain inference
+                    evidence = [_class_evidence, _subclass_evidence]
+                    if reason in ("no-grad", "function"):
+                        evidence += [_sibling_evidence, _factory_evidence]
+                    for source in evidence:
+                        mode, why = source(project, module, fs, receiver)
+                        if mode is not None or why:
+                            break
                 if mode is None and companion is not None and receiver.split(".")[0] in fs.params and not project.callers(fs):
                     mode, why = _companion_mode(project, fs, companion[0], receiver)
                 if mode != "train" or (not reason.startswith(TRAINING_FUNCTION_REASONS) and _recalibration(ctx, fs, events, site, receiver)):
@@ -341,12 +342,17 @@ def _eval_branch(site, receiver) -> bool:
 DUMMY_TENSOR_RE = re.compile(r"^torch\.(randn|rand|randint|zeros|ones|empty|full)(_like)?$")
 
 
+def _assigned_values(func, name: str) -> list[ast.expr]:
+    """The values `func` assigns to the plain name `name`."""
+    return [a.value for a in ast.walk(func) if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in a.targets)]
+
+
 def _shape_check(ctx, func, call: ast.Call, receiver: str) -> bool:
     """A fresh model run on made-up tensors in the function that builds it, no weights loaded
     (`net = ResNet18(); net(torch.randn(1, 3, 32, 32))`): a shape check, not inference on data."""
     if func is None or "." in receiver:
         return False
-    assigned = [a.value for a in ast.walk(func) if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == receiver for t in a.targets)]
+    assigned = _assigned_values(func, receiver)
     if len(assigned) != 1 or not isinstance(assigned[0], ast.Call) or any(k.arg in ("pretrained", "weights") for k in assigned[0].keywords):
         return False
     if any(isinstance(n, ast.Attribute) and n.attr in ("load_state_dict", "load", "from_pretrained") for n in ast.walk(func)):
@@ -356,7 +362,7 @@ def _shape_check(ctx, func, call: ast.Call, receiver: str) -> bool:
         if isinstance(node, ast.Call):
             return DUMMY_TENSOR_RE.match(ctx.qualname(node.func) or "") is not None
         if isinstance(node, ast.Name):
-            values = [a.value for a in ast.walk(func) if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in a.targets)]
+            values = _assigned_values(func, node.id)
             return len(values) == 1 and made_up(values[0])
         return False
 
