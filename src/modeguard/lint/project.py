@@ -1405,7 +1405,27 @@ class ProjectIndex:
             origin = event.origin or ""
             mode, why = self.origin_mode(fs, origin, f"{short_path(fs.path)}:{event.line}", event, depth + 1)
             return why if mode is None and why.endswith(NO_MODE_LAYERS) and not self._holds_passed_modules(fs, origin) else None
-        return None
+        return self._layerless_arguments(fs, receiver, depth)
+
+    def _layerless_arguments(self, fs: FunctionSummary, receiver: str, depth: int) -> str | None:
+        """Why the model that every caller hands in as parameter `receiver` has no Dropout/BatchNorm
+        (`train_model(model, ...)` after `model = SimpleClassifier()`, a class of Linear layers):
+        each caller's argument must be shown layerless where it is built; one unknown is enough
+        to say nothing."""
+        if receiver not in fs.params or depth > 4:
+            return None
+        callers = [(caller, item) for caller, item in self.callers(fs)[:MAX_CALLERS] if not self._test_caller(fs, caller)]
+        reasons = []
+        for caller, item in callers:
+            argument = _argument_for(fs, item, receiver)
+            if argument is None or "." in argument:
+                return None
+            switch = Event("call", None, item.line, item.col, item.conds)
+            why = self._layerless_origin(caller, self.events(caller), switch, argument, depth + 1)
+            if why is None:
+                return None
+            reasons.append(why)
+        return reasons[0] if reasons else None
 
     def _holds_passed_modules(self, fs: FunctionSummary, origin: str) -> bool:
         """A project class built with its submodules passed in (`Seq2seq(encoder, decoder)`): its

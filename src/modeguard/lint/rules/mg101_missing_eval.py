@@ -41,6 +41,22 @@ class MissingEval(Rule):
         # an evaluator class holding the model, built with a model in training mode
         "class Predictor:\n    def __init__(self, model):\n        self.model = model\n\n    def __call__(self, x):\n"
         "        with torch.no_grad():\n            return self.model(x)\n\n\nnet = Net()\npredict = Predictor(net)\nprint(predict(x))\n",
+        # the same progress plot of a caller's model that has Dropout
+        "class Classifier(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.hidden = nn.Linear(2, 4)\n"
+        "        self.drop = nn.Dropout(0.5)\n        self.out = nn.Linear(4, 1)\n\n    def forward(self, x):\n"
+        "        return self.out(self.drop(torch.tanh(self.hidden(x))))\n\n\n"
+        "@torch.no_grad()\ndef plot(model, grid):\n    return model(grid)\n\n\n"
+        "def train(model, loader):\n    model.train()\n    for epoch in range(10):\n        for x, y in loader:\n"
+        "            loss_fn(model(x), y).backward()\n            opt.step()\n        plot(model, grid)\n\n\n"
+        "model = Classifier().to(device)\ntrain(model, loader)\n",
+        # repeated sampling of a model the training loop left in training mode: its own noise, plus dropout by accident
+        "class Runner:\n    def train(self):\n        self.net.train()\n        for x, y in self.loader:\n"
+        "            loss_fn(self.net(x), y).backward()\n            self.opt.step()\n        self.test()\n\n"
+        "    @torch.no_grad()\n    def test(self):\n        samples = []\n        for i in range(20):\n"
+        "            samples.append(self.net.forward(self.test_x, sample=True))\n        return torch.stack(samples).min(0)\n",
+        # a loop over batches is not repeated sampling
+        "net = Net()\nfor x, y in loader:\n    loss_fn(net(x), y).backward()\n    opt.step()\nwith torch.no_grad():\n"
+        "    for i in range(len(test_x)):\n        batch = test_x[i]\n        print(net(batch))\n",
         # last mode wins: train() after loading a checkpoint in a function that only predicts
         "def predict(path, x):\n    model = Net()\n    model.load_state_dict(torch.load(path, weights_only=True))\n"
         "    model.eval()\n    model.train()\n    with torch.no_grad():\n        return model(x)\n",
@@ -120,6 +136,18 @@ class MissingEval(Rule):
         "    loss_fn(generator(real), real).backward()\n    opt.step()\nwith torch.no_grad():\n    fake = generator(noise)\n",
     )
     valid = (
+        # Monte-Carlo dropout: train() on purpose, the same input sampled repeatedly
+        "net = nn.Sequential(nn.Dropout(0.05), nn.Linear(1, 20), nn.ReLU(), nn.Linear(20, 1))\n"
+        "for x, y in loader:\n    loss_fn(net(x), y).backward()\n    opt.step()\nnet.eval()\nprint(net(grid))\n"
+        "net.train()\nsamples = []\nwith torch.no_grad():\n    for t in range(100):\n        samples.append(net(grid))\n"
+        "spread = torch.stack(samples).std(0)\n",
+        # progress plots inside the training loop, of a model the caller built from Linear layers only
+        "class Classifier(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.hidden = nn.Linear(2, 4)\n"
+        "        self.out = nn.Linear(4, 1)\n\n    def forward(self, x):\n        return self.out(torch.tanh(self.hidden(x)))\n\n\n"
+        "@torch.no_grad()\ndef plot(model, grid):\n    return model(grid)\n\n\n"
+        "def train(model, loader):\n    model.train()\n    for epoch in range(10):\n        for x, y in loader:\n"
+        "            loss_fn(model(x), y).backward()\n            opt.step()\n        plot(model, grid)\n\n\n"
+        "model = Classifier().to(device)\ntrain(model, loader)\n",
         # a layer factory that builds only mode-free torch layers (InstanceNorm without running statistics)
         "def conv_norm_relu(c_in, c_out):\n    return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.InstanceNorm2d(c_out), nn.ReLU())\n\n\n"
         "class Generator(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.body = conv_norm_relu(3, 64)\n\n"
@@ -286,6 +314,8 @@ class MissingEval(Rule):
                 if mode is None and companion is not None and receiver.split(".")[0] in fs.params and not project.callers(fs):
                     mode, why = _companion_mode(project, fs, companion[0], receiver)
                 if mode != "train" or (not reason.startswith(TRAINING_FUNCTION_REASONS) and _recalibration(ctx, fs, events, site, receiver)):
+                    continue
+                if _switched_to_train_here(events, site, receiver) and _repeated_sampling(loops.get(id(func), []), nodes[(site.line, site.col)]):
                     continue
                 reported.add(receiver)
                 yield self.finding(
@@ -875,6 +905,54 @@ def _recalibration(ctx, fs, events, site, receiver) -> bool:
             earlier = [e for e in before if (e.line, e.col) < (event.line, event.col)]
             return not any(e.kind in ("eval", "load") and related(e.receiver, receiver) for e in earlier)
     return False
+
+
+def _switched_to_train_here(events, site, receiver) -> bool:
+    """The last thing before the forward that touches the model's mode is this function's own
+    `train()`, with no backward() between: training mode chosen for these forwards."""
+    for event in reversed([e for e in events if (e.line, e.col) < (site.line, site.col)]):
+        if event.kind == "backward":
+            return False
+        if event.kind in ("eval", "train", "load") and event.receiver and related(event.receiver, receiver):
+            return event.kind == "train" and event.via is None
+    return False
+
+
+def _repeated_sampling(loops, call: ast.Call) -> bool:
+    """The forward repeats on the same input in a `for _ in range(n)` loop (Monte-Carlo dropout:
+    `net.train()`, then `for t in range(100): y_hat.append(net(x))`), which only makes sense if the
+    model is random. An input that the loop changes (generation, batches) is not this, nor a
+    model left in training mode by the training loop (sampling noise of its own, not dropout)."""
+    inputs = {n.id for arg in (*call.args, *(k.value for k in call.keywords)) for n in ast.walk(arg) if isinstance(n, ast.Name)}
+    if not inputs:
+        return False
+    for loop in loops:
+        if not isinstance(loop, ast.For) or not _contains(loop, call):
+            continue
+        iterated = loop.iter.func if isinstance(loop.iter, ast.Call) else None
+        if dotted_name(iterated) not in ("range", "trange", "tqdm.trange"):
+            continue
+        changed = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+        changed |= {
+            n.id
+            for statement in loop.body
+            for node in ast.walk(statement)
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr, ast.With))
+            for target in _targets(node)
+            for n in ast.walk(target)
+            if isinstance(n, ast.Name)
+        }
+        if not inputs & changed:
+            return True
+    return False
+
+
+def _targets(node) -> list[ast.AST]:
+    if isinstance(node, ast.Assign):
+        return node.targets
+    if isinstance(node, ast.With):
+        return [item.optional_vars for item in node.items if item.optional_vars is not None]
+    return [node.target]
 
 
 def _says_calibration(ctx, fs, site) -> bool:
