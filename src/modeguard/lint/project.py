@@ -196,7 +196,7 @@ def summarize(ctx: FileContext) -> ModuleSummary:
             # builders out of sight, or layers given by the caller (`nn.Sequential(*layers)` of a parameter)
             fs.calls_builders = any(_opaque_builder_call(site, fs.params) for site in sites) or _given_layers(func, sites)
             if scope.cls is None:
-                fs.none_passthrough = none_passthrough(ctx, func)
+                fs.none_passthrough = none_passthrough(ctx, func, assigns_by_func.get(id(func), ()), returns_by_func.get(id(func), ()))
     summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)
     for loop, _ in ctx.loops:
         iterated = getattr(loop, "iter", None)
@@ -671,8 +671,9 @@ def literal(node) -> object:
 
 def constructor_arguments(value, origin) -> tuple | None:
     """The arguments of the call an assignment or return makes (`Net(4, dropout=0.0).to(dev)`):
-    ((slot, literal or NOT_CONSTANT), ...), slot a position ("0") or a keyword, "*"/"**" a splat."""
-    if not (origin or "").startswith("call:") or origin.startswith("call:torch."):
+    ((slot, literal or NOT_CONSTANT), ...), slot a position ("0") or a keyword, "*"/"**" a splat.
+    Kept for class names only (capitalised): for other callees the index asks no such question."""
+    if not (origin or "").startswith("call:") or origin.startswith("call:torch.") or not origin.rsplit(".", 1)[-1].removeprefix("call:")[:1].isupper():
         return None
     node = value
     while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _same_module_call(node):
@@ -708,8 +709,7 @@ def layer_sources(ctx, cls, init, sites_by_func, assigns_by_func) -> tuple:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         assigns = assigns_by_func.get(id(node), ())
-        # a parameter rebound in __init__ no longer holds the caller's value
-        stable = params - {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} if node is init else set()
+        stable = params if node is init else set()
         held = None
         calls = [(site.node, site.scope.conds, site.qualname or "") for site in sites_by_func.get(id(node), ())]
         if node is init:  # `self.inc = inconv(3, 64)`: a lower-case class of the project
@@ -729,21 +729,38 @@ def layer_sources(ctx, cls, init, sites_by_func, assigns_by_func) -> tuple:
                 if not text or text.startswith("self.") or (ctx.qualname(call.func) or "").startswith("torch."):
                     continue
                 if "." not in text:
-                    held = _held_objects(node) if held is None else held
+                    held = _held_objects(ctx, node) if held is None else held
                     if text in held:
                         continue
                 ref = _reference(ctx, text)
             gates = _gates(call, conds, name if ref.startswith("torch.nn.") else None, stable)
             found.setdefault((ref, gates), None)
+    if any(gates for _, gates in found):  # a parameter rebound in __init__ no longer holds the caller's value
+        rebound = {name for node, _ in assigns_by_func.get(id(init), ()) for name in _bound_names(node.targets)}
+        rebound |= _held_objects(ctx, init) - params
+        found = {(ref, tuple(g for g in gates if g[1] not in rebound)): None for ref, gates in found}
     return tuple(found)
 
 
-def _held_objects(func) -> frozenset[str]:
-    """Names a function's parameters or loops bind: calling them runs an object, builds none."""
+def _bound_names(targets) -> list[str]:
+    """The plain names assignment targets bind (`a, (b, c) = ...`), not attributes or items."""
+    names = []
+    for target in targets:
+        if isinstance(target, ast.Name):
+            names.append(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            names += _bound_names(target.elts)
+        elif isinstance(target, ast.Starred):
+            names += _bound_names([target.value])
+    return names
+
+
+def _held_objects(ctx, func) -> frozenset[str]:
+    """Names a function's parameters or `for` loops bind: calling them runs an object, builds none."""
     names = set(_params(func))
-    for node in ast.walk(func):
-        if isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
-            names.update(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
+    for loop, scope in ctx.loops:
+        if scope.func is func and isinstance(loop, (ast.For, ast.AsyncFor)):
+            names.update(_bound_names([loop.target]))
     return frozenset(names)
 
 
@@ -758,14 +775,15 @@ def _gates(call, conds, torch_layer, stable) -> tuple:
     return tuple(gates)
 
 
-def none_passthrough(ctx, func) -> tuple:
+def none_passthrough(ctx, func, assigns, returns) -> tuple:
     """The positions of a function's parameters for which it returns None when given None: it
     returns the parameter untouched when it is None or not a string (`if not isinstance(query,
     str): return query`) before any other return, or hands it, never reassigned, to its only
-    return's call that does. ((position, None, None) | (position, callee reference, its position), ...)."""
+    return's call that does. ((position, None, None) | (position, callee reference, its position), ...).
+    `assigns` and `returns`: the function's own (ctx.assigns, ctx.returns)."""
     params = _params(func)
     guards = [
-        (i, name) for i, stmt in enumerate(func.body)
+        (stmt.lineno, name) for stmt in func.body
         if isinstance(stmt, ast.If) and len(stmt.body) == 1 and isinstance(stmt.body[0], ast.Return)
         for name in [_none_test(stmt.test)] if name in params and _returns_none_or(stmt.body[0].value, name)
     ]
@@ -773,13 +791,12 @@ def none_passthrough(ctx, func) -> tuple:
     call = last.value if isinstance(last, ast.Return) and isinstance(last.value, ast.Call) and dotted_name(last.value.func) else None
     if not guards and not (call is not None and any(isinstance(a, ast.Name) and a.id in params for a in call.args)):
         return ()
-    assigned = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    assigned = {name for node, _ in assigns for name in _bound_names(node.targets)}
     found = []
-    for index, name in guards:
-        earlier = func.body[:index]  # an earlier return may hand back something else
-        if name not in assigned and not any(isinstance(n, ast.Return) for stmt in earlier for n in ast.walk(stmt)):
+    for line, name in guards:  # an earlier return may hand back something else
+        if name not in assigned and not any(node.lineno < line for node, _ in returns):
             found.append((params.index(name), None, None))
-    if call is not None and sum(isinstance(n, ast.Return) for n in ast.walk(func)) == 1:
+    if call is not None and len(returns) == 1:
         for i, arg in enumerate(call.args):
             if isinstance(arg, ast.Starred):
                 break
