@@ -132,3 +132,51 @@ def test_the_class_in_another_file_and_the_cache_follows_its_defaults(tmp_path):
     os.utime(project / "pkg/model.py", ns=(1, 1))
     [(path, row, code, message)] = check(project, cache)  # train.py itself did not change
     assert (path, row, code) == ("pkg/train.py", 13, "MG101")
+
+
+BRANCHES = """\
+import torch
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, dim, use_bn=True, drop=None):
+        super().__init__()
+        self.lin = nn.Linear(dim, dim)
+        if use_bn:
+            self.bn = nn.BatchNorm1d(dim)
+        if drop is None:
+            self.drop = nn.Identity()
+        else:
+            self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop(self.lin(x))
+
+
+SUBCLASS
+model = BUILD
+for x, y in loader:
+    (model(x) - y).pow(2).mean().backward()
+    optimizer.step()
+with torch.no_grad():
+    print(model(test_x))
+"""
+
+
+@pytest.mark.parametrize("build,flagged", [
+    ("Block(8, use_bn=False)", False),
+    ("Block(8, False, None)", False),
+    ("Block(8)", True),  # use_bn defaults to True
+    ("Block(8, use_bn=False, drop=0.2)", True),
+    ("Block(8, use_bn=args.bn)", True),
+])
+def test_layers_built_in_one_branch_of_an_if_on_a_parameter(build, flagged):
+    source = BRANCHES.replace("SUBCLASS\n", "").replace("BUILD", build)
+    assert bool(lint_source("train.py", source, Selection(frozenset({"MG101"})))) is flagged
+
+
+def test_a_subclass_with_its_own_init_binds_nothing_for_its_base():
+    subclass = "class Wide(Block):\n    def __init__(self, dim, use_bn=False):\n        super().__init__(dim, use_bn=True)\n\n\n"
+    source = BRANCHES.replace("SUBCLASS\n", subclass).replace("BUILD", "Wide(8)")
+    assert len(lint_source("train.py", source, Selection(frozenset({"MG101"})))) == 1
