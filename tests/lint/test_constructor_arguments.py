@@ -53,8 +53,9 @@ with torch.no_grad():
 """
 
 
-def mg101(build: str) -> list:
-    return [f for f in lint_source("train.py", PROJECT.replace("BUILD", build), Selection(frozenset({"MG101"}))) if f.code == "MG101"]
+def mg101(build_or_source: str) -> list:
+    source = PROJECT.replace("BUILD", build_or_source) if "\n" not in build_or_source else build_or_source
+    return [f for f in lint_source("train.py", source, Selection(frozenset({"MG101"}))) if f.code == "MG101"]
 
 
 @pytest.mark.parametrize("build", [
@@ -85,12 +86,12 @@ def test_arguments_that_may_switch_a_mode_layer_on_keep_the_finding(build):
 
 def test_a_layer_not_switched_by_the_constructor_keeps_the_finding():
     source = PROJECT.replace("BUILD", "Gcn(16, 2)").replace("        self.lin = nn.Linear(dim, dim)\n", "        self.lin = nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim))\n")
-    assert len([f for f in lint_source("train.py", source, Selection(frozenset({"MG101"}))) if f.code == "MG101"]) == 1
+    assert len(mg101(source)) == 1
 
 
 def test_a_builder_that_may_build_for_none_keeps_the_finding():
     source = PROJECT.replace("BUILD", "Gcn(16, 2)").replace("    if not isinstance(query, str):\n        return query\n", "    query = query or 'batch'\n")
-    assert len([f for f in lint_source("train.py", source, Selection(frozenset({"MG101"}))) if f.code == "MG101"]) == 1
+    assert len(mg101(source)) == 1
 
 
 MODEL = """\
@@ -173,10 +174,24 @@ with torch.no_grad():
 ])
 def test_layers_built_in_one_branch_of_an_if_on_a_parameter(build, flagged):
     source = BRANCHES.replace("SUBCLASS\n", "").replace("BUILD", build)
-    assert bool(lint_source("train.py", source, Selection(frozenset({"MG101"})))) is flagged
+    assert bool(mg101(source)) is flagged
 
 
 def test_a_subclass_with_its_own_init_binds_nothing_for_its_base():
     subclass = "class Wide(Block):\n    def __init__(self, dim, use_bn=False):\n        super().__init__(dim, use_bn=True)\n\n\n"
     source = BRANCHES.replace("SUBCLASS\n", subclass).replace("BUILD", "Wide(8)")
-    assert len(lint_source("train.py", source, Selection(frozenset({"MG101"})))) == 1
+    assert len(mg101(source)) == 1
+
+
+@pytest.mark.parametrize("forward,flagged", [
+    ("return F.dropout(self.lin(x), 0.3, training=self.training)", True),
+    ("return self.lin(x) * (0.5 if self.training else 1.0)", True),
+    ("return F.dropout(self.lin(x), 0.3)", True),
+    ("assert not self.training\n        return self.lin(x)", False),
+])
+def test_mode_dependent_code_the_arguments_do_not_switch_keeps_the_finding(forward, flagged):
+    source = PROJECT.replace("BUILD", "Gcn(16, 2)").replace(
+        "    def forward(self, x):\n        for layer in self.layers:\n            x = layer(x)\n        return self.drop(self.norm(self.lin(x)))\n",
+        f"    def forward(self, x):\n        {forward}\n",
+    ).replace("import torch.nn as nn\n", "import torch.nn as nn\nimport torch.nn.functional as F\n")
+    assert bool(mg101(source)) is flagged

@@ -701,8 +701,9 @@ def layer_sources(ctx, cls, init, sites_by_func, assigns_by_func) -> tuple:
     gates), ...). A gate: ("p", name): a Dropout of probability `name` (the identity at 0);
     ("spec", name, position): a builder handed `name` as what to build (nothing for None, if the
     builder returns None for None); ("cond", name, value, negate, taken): built only in that branch of
-    an `if` on `name`. Only `__init__`'s own calls are gated; calls of objects a method is given
-    or iterates (`for norm in self.norms: x = norm(x)`) build nothing."""
+    an `if` on `name`. Only `__init__`'s own calls are gated; functional dropout and code reading
+    `self.training` (not in an assert) never are; calls of objects a method is given or iterates
+    (`for norm in self.norms: x = norm(x)`) build nothing."""
     params = set(_params(init)) if init is not None else set()
     found: dict = {}
     for node in cls.body:
@@ -716,6 +717,9 @@ def layer_sources(ctx, cls, init, sites_by_func, assigns_by_func) -> tuple:
             calls += [(a.value, scope.conds, None) for a, scope in assigns if isinstance(a.value, ast.Call) and len(a.targets) == 1 and (dotted_name(a.targets[0]) or "").startswith("self.")]
         for call, conds, qualname in calls:
             name = (qualname or "").rsplit(".", 1)[-1]
+            if (qualname or "").startswith("torch.nn.functional.") and "dropout" in name:
+                found.setdefault((qualname, ()), None)  # its probability and flag: not followed
+                continue
             if (qualname or "").startswith("torch.nn."):
                 if not _torch_mode_layer(name, call):
                     continue
@@ -735,6 +739,8 @@ def layer_sources(ctx, cls, init, sites_by_func, assigns_by_func) -> tuple:
                 ref = _reference(ctx, text)
             gates = _gates(call, conds, name if ref.startswith("torch.nn.") else None, stable)
             found.setdefault((ref, gates), None)
+    if any("self.training" in line and not line.lstrip().startswith("assert") for line in ctx.lines[cls.lineno - 1 : cls.end_lineno]):
+        found.setdefault(("self.training", ()), None)  # code that behaves by the mode itself
     if any(gates for _, gates in found):  # a parameter rebound in __init__ no longer holds the caller's value
         rebound = {name for node, _ in assigns_by_func.get(id(init), ()) for name in _bound_names(node.targets)}
         rebound |= _held_objects(ctx, init) - params
@@ -1073,7 +1079,7 @@ class ProjectIndex:
                 off = self._switch_off(member, ref, gates, values) if member is owner else None
                 if off is not None:
                     used[off] = values[off]
-                elif ref.startswith("torch.nn.") or self._may_build(member, ref):
+                elif ref.startswith(("torch.nn.", "self.")) or self._may_build(member, ref):
                     return None
         return ", ".join(f"{name}={value!r}" for name, value in used.items()) or None
 

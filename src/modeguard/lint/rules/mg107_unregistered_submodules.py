@@ -280,12 +280,7 @@ def _only_parameter_free(ctx, value: ast.AST) -> bool:
     """Whether every module a list/dict literal or comprehension builds is a parameter-free torch
     layer or a class of this file that builds only such layers (`[Decompose(k) for k in sizes]`
     around an `nn.AvgPool1d`)."""
-    if isinstance(value, (ast.List, ast.Tuple)):
-        elements = value.elts
-    elif isinstance(value, ast.Dict):
-        elements = value.values
-    else:
-        elements = [value.value if isinstance(value, ast.DictComp) else value.elt]
+    elements = _elements(value)
     classes = {c.name: c for c in ctx.classes}
     return bool(elements) and all(_parameter_free_call(ctx, e, classes, set()) for e in elements)
 
@@ -321,6 +316,15 @@ def _parameter_free_call(ctx, node: ast.AST, classes: dict, seen: set) -> bool:
     return layers > 0
 
 
+def _elements(value: ast.AST) -> list[ast.AST]:
+    """What a list/tuple/dict literal or comprehension holds (a comprehension: its element)."""
+    if isinstance(value, (ast.List, ast.Tuple)):
+        return value.elts
+    if isinstance(value, ast.Dict):
+        return value.values
+    return [value.value if isinstance(value, ast.DictComp) else value.elt]
+
+
 def _never_run(ctx, cls: ast.ClassDef) -> bool:
     """No forward() (or __call__) in the class, its bases or its subclasses, all in the project:
     calling the module raises, so nothing runs it in either mode."""
@@ -335,12 +339,7 @@ def _never_run(ctx, cls: ast.ClassDef) -> bool:
 def _only_mode_free(ctx, value: ast.AST) -> bool:
     """Every call in the list/dict's elements builds a torch layer without a mode (`nn.Linear`):
     eval() would change nothing in them."""
-    if isinstance(value, (ast.List, ast.Tuple)):
-        elements = value.elts
-    elif isinstance(value, ast.Dict):
-        elements = value.values
-    else:
-        elements = [value.value if isinstance(value, ast.DictComp) else value.elt]
+    elements = _elements(value)
     for element in elements:
         if not isinstance(element, ast.Call):
             return False
