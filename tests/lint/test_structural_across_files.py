@@ -135,3 +135,22 @@ def test_lightning_to_onnx_on_a_module_an_exporter_class_built(tmp_path):
 def test_lightning_to_onnx_after_the_exporter_puts_the_module_in_eval_is_silent(tmp_path):
     write(tmp_path, {"lit.py": LIGHTNING_MODEL, "exporter.py": EXPORTER.format(before="self.module.eval()\n            ")})
     assert check(tmp_path) == []
+
+
+LINEAR_LIST_BASE = """\
+    from torch import nn
+
+
+    class Base(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linears = [nn.Linear(10, 10)]
+"""
+
+
+def test_a_plain_list_in_a_class_nothing_runs_is_silent_until_a_subclass_in_another_file_runs_it(tmp_path):
+    write(tmp_path, {"pkg/__init__.py": "", "pkg/base.py": LINEAR_LIST_BASE})
+    assert check(tmp_path) == []
+    write(tmp_path, {"pkg/net.py": "from pkg.base import Base\n\n\nclass Net(Base):\n    def forward(self, x):\n        return self.linears[0](x)\n"})
+    [(path, row, code, _)] = check(tmp_path)
+    assert (path, row, code) == ("pkg/base.py", 7, "MG107")

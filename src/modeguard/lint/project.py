@@ -90,6 +90,7 @@ class Item:
     args: tuple = ()  # call: ((parameter position or name, argument root), ...)
     constants: tuple = ()  # call: ((parameter position or name, constant), ...)
     origin: str | None = None  # assign: built | eval | alias:<root> ; forward: "used" when the result is kept
+    arguments: tuple | None = None  # assign/return of a constructor call: see `constructor_arguments`
 
 
 @dataclass
@@ -108,6 +109,7 @@ class FunctionSummary:
     self_calls: tuple = ()  # a method's calls on its own object, in source order: ((attribute or "forward", line, col), ...)
     builds_mode_layers: bool = False  # builds torch.nn Dropout/BatchNorm itself (a layer factory)
     calls_builders: bool = False  # calls builders the index cannot see into (see `_opaque_builder_call`)
+    none_passthrough: tuple = ()  # a function's parameters for which it returns None when given None (see `none_passthrough`)
 
 
 @dataclass
@@ -121,6 +123,8 @@ class ClassSummary:
     constructs: tuple[str, ...]  # references of the other classes and layer builders it calls
     model_attrs: tuple[str, ...]  # `self.x = <model>` in __init__ (built or passed in)
     given_layers: bool = False  # its layers are its caller's: `nn.Sequential(*layers)` of a parameter, a `Type[...]` parameter
+    init_signature: tuple | None = None  # its own __init__: see `init_signature`
+    layer_sources: tuple = ()  # what may hold Dropout/BatchNorm, with the __init__ arguments that switch it off: see `layer_sources`
 
 
 @dataclass
@@ -191,6 +195,8 @@ def summarize(ctx: FileContext) -> ModuleSummary:
             _add_self_calls(fs, func, scope, sites)
             # builders out of sight, or layers given by the caller (`nn.Sequential(*layers)` of a parameter)
             fs.calls_builders = any(_opaque_builder_call(site, fs.params) for site in sites) or _given_layers(func, sites)
+            if scope.cls is None:
+                fs.none_passthrough = none_passthrough(ctx, func, assigns_by_func.get(id(func), ()), returns_by_func.get(id(func), ()))
     summary.module_level = _summarize_function(ctx, None, None, "<module>", sites_by_func, assigns_by_func, returns_by_func, frozen, owners)
     for loop, _ in ctx.loops:
         iterated = getattr(loop, "iter", None)
@@ -282,7 +288,7 @@ def _summarize_function(ctx, func, scope, local, sites_by_func, assigns_by_func,
         if node.value is not None:
             origin = model_value(ctx, node.value)
             if origin is not None:
-                items.append(Item("return", None, node.lineno, node.col_offset, r_scope.conds, origin=origin))
+                items.append(Item("return", None, node.lineno, node.col_offset, r_scope.conds, origin=origin, arguments=constructor_arguments(node.value, origin)))
     items = _through_dynamic_attributes(items, () if shallow else assigns_by_func.get(id(func), ()))
     items.sort(key=lambda i: (i.line, i.col, i.kind != "assign"))
     decorators = tuple(_reference(ctx, d) for d in (_decorator_name(x) for x in (func.decorator_list if func is not None else ())) if d)
@@ -498,7 +504,7 @@ def _classify_assign(ctx, node: ast.Assign, scope) -> list[Item]:
         name = dotted_name(element)
         origin = model_value(ctx, assigned) if name else None
         if origin is not None:
-            items.append(Item("assign", name, node.lineno, node.col_offset, scope.conds, origin=origin))
+            items.append(Item("assign", name, node.lineno, node.col_offset, scope.conds, origin=origin, arguments=constructor_arguments(assigned, origin)))
     return items
 
 
@@ -640,7 +646,189 @@ def _summarize_class(ctx, cls, sites_by_func, assigns_by_func) -> ClassSummary:
                     constructs.add(_reference(ctx, ref))  # `self.inc = inconv(3, 64)`: a lower-case project class
     init = next((n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "__init__"), None)
     given = init is not None and _given_layers(init, sites_by_func.get(id(init), ()))
-    return ClassSummary(cls.name, ctx.path, cls.lineno, bases, methods, owns, tuple(sorted(constructs)), tuple(model_attrs), given)
+    summary = ClassSummary(cls.name, ctx.path, cls.lineno, bases, methods, owns, tuple(sorted(constructs)), tuple(model_attrs), given)
+    if owns or constructs:
+        summary.init_signature = init_signature(init) if init is not None else None
+        summary.layer_sources = layer_sources(ctx, cls, init, sites_by_func, assigns_by_func)
+    return summary
+
+
+# -- what a class's constructor arguments switch off ------------------------------------------
+NOT_CONSTANT = ...  # an argument or default that is no literal
+VALUE_TYPES = frozenset(("str", "int", "float", "bool", "dict", "list", "tuple"))  # None is none of them
+DROPOUT_P_RE = re.compile(r"^(Dropout\dd|Dropout|AlphaDropout|FeatureAlphaDropout)$")  # first argument: the probability
+
+
+def literal(node) -> object:
+    """A literal's value (floats too: a dropout probability), else NOT_CONSTANT."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        value = literal(node.operand)
+        return -value if isinstance(value, (int, float)) and not isinstance(value, bool) else NOT_CONSTANT
+    if isinstance(node, ast.Constant) and node.value is not ... and isinstance(node.value, (bool, int, float, str, type(None))):
+        return node.value
+    return NOT_CONSTANT
+
+
+def constructor_arguments(value, origin) -> tuple | None:
+    """The arguments of the call an assignment or return makes (`Net(4, dropout=0.0).to(dev)`):
+    ((slot, literal or NOT_CONSTANT), ...), slot a position ("0") or a keyword, "*"/"**" a splat.
+    Kept for class names only (capitalised): for other callees the index asks no such question."""
+    if not (origin or "").startswith("call:") or origin.startswith("call:torch.") or not origin.rsplit(".", 1)[-1].removeprefix("call:")[:1].isupper():
+        return None
+    node = value
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _same_module_call(node):
+        node = node.func.value
+    if not isinstance(node, ast.Call):
+        return None
+    found = [("*", NOT_CONSTANT) if isinstance(arg, ast.Starred) else (str(i), literal(arg)) for i, arg in enumerate(node.args)]
+    found += [(kw.arg, literal(kw.value)) if kw.arg else ("**", NOT_CONSTANT) for kw in node.keywords]
+    return tuple(found)
+
+
+def init_signature(init) -> tuple:
+    """An `__init__`'s (positional parameters, keyword-only ones, their literal defaults
+    ((name, value), ...), takes *args, takes **kwargs), without self."""
+    args = init.args
+    positional = [a.arg for a in [*args.posonlyargs, *args.args]]
+    defaults = dict(zip(reversed(positional), (literal(d) for d in reversed(args.defaults))))
+    defaults.update((a.arg, literal(d)) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None)
+    return (tuple(positional[1:]), tuple(a.arg for a in args.kwonlyargs), tuple(defaults.items()), args.vararg is not None, args.kwarg is not None)
+
+
+def layer_sources(ctx, cls, init, sites_by_func, assigns_by_func) -> tuple:
+    """What in the class may hold Dropout/BatchNorm (the calls behind `owns_mode_layers` and
+    `constructs`), each with the ways its `__init__`'s arguments switch it off: ((reference,
+    gates), ...). A gate: ("p", name): a Dropout of probability `name` (the identity at 0);
+    ("spec", name, position): a builder handed `name` as what to build (nothing for None, if the
+    builder returns None for None); ("cond", name, value, negate, taken): built only in that branch of
+    an `if` on `name`. Only `__init__`'s own calls are gated; functional dropout and code reading
+    `self.training` (not in an assert) never are; calls of objects a method is given or iterates
+    (`for norm in self.norms: x = norm(x)`) build nothing."""
+    params = set(_params(init)) if init is not None else set()
+    found: dict = {}
+    for node in cls.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        assigns = assigns_by_func.get(id(node), ())
+        stable = params if node is init else set()
+        held = None
+        calls = [(site.node, site.scope.conds, site.qualname or "") for site in sites_by_func.get(id(node), ())]
+        if node is init:  # `self.inc = inconv(3, 64)`: a lower-case class of the project
+            calls += [(a.value, scope.conds, None) for a, scope in assigns if isinstance(a.value, ast.Call) and len(a.targets) == 1 and (dotted_name(a.targets[0]) or "").startswith("self.")]
+        for call, conds, qualname in calls:
+            name = (qualname or "").rsplit(".", 1)[-1]
+            if (qualname or "").startswith("torch.nn.functional.") and "dropout" in name:
+                found.setdefault((qualname, ()), None)  # its probability and flag: not followed
+                continue
+            if (qualname or "").startswith("torch.nn."):
+                if not _torch_mode_layer(name, call):
+                    continue
+                ref = qualname
+            elif (qualname or "").startswith("torch.") or (qualname is not None and not (
+                name[:1].isupper() or OPAQUE_BUILDER_RE.search(name) or MODEL_CONSTRUCTOR_RE.search(name) or qualname.startswith(("torchvision.models.", "timm."))
+            )):
+                continue
+            else:
+                text = dotted_name(call.func)
+                if not text or text.startswith("self.") or (ctx.qualname(call.func) or "").startswith("torch."):
+                    continue
+                if "." not in text:
+                    held = _held_objects(ctx, node) if held is None else held
+                    if text in held:
+                        continue
+                ref = _reference(ctx, text)
+            gates = _gates(call, conds, name if ref.startswith("torch.nn.") else None, stable)
+            found.setdefault((ref, gates), None)
+    if any("self.training" in line and not line.lstrip().startswith("assert") for line in ctx.lines[cls.lineno - 1 : cls.end_lineno]):
+        found.setdefault(("self.training", ()), None)  # code that behaves by the mode itself
+    if any(gates for _, gates in found):  # a parameter rebound in __init__ no longer holds the caller's value
+        rebound = {name for node, _ in assigns_by_func.get(id(init), ()) for name in _bound_names(node.targets)}
+        rebound |= _held_objects(ctx, init) - params
+        found = {(ref, tuple(g for g in gates if g[1] not in rebound)): None for ref, gates in found}
+    return tuple(found)
+
+
+def _bound_names(targets) -> list[str]:
+    """The plain names assignment targets bind (`a, (b, c) = ...`), not attributes or items."""
+    names = []
+    for target in targets:
+        if isinstance(target, ast.Name):
+            names.append(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            names += _bound_names(target.elts)
+        elif isinstance(target, ast.Starred):
+            names += _bound_names([target.value])
+    return names
+
+
+def _held_objects(ctx, func) -> frozenset[str]:
+    """Names a function's parameters or `for` loops bind: calling them runs an object, builds none."""
+    names = set(_params(func))
+    for loop, scope in ctx.loops:
+        if scope.func is func and isinstance(loop, (ast.For, ast.AsyncFor)):
+            names.update(_bound_names([loop.target]))
+    return frozenset(names)
+
+
+def _gates(call, conds, torch_layer, stable) -> tuple:
+    gates = [("cond", simple[0], simple[1], simple[2], taken) for _, taken, simple in conds if simple is not None and simple[0] in stable]
+    if torch_layer is not None:
+        p = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "p"), None)
+        if DROPOUT_P_RE.match(torch_layer) and isinstance(p, ast.Name) and p.id in stable:
+            gates.append(("p", p.id))
+    else:
+        gates += [("spec", a.id, i) for i, a in enumerate(call.args) if isinstance(a, ast.Name) and a.id in stable]
+    return tuple(gates)
+
+
+def none_passthrough(ctx, func, assigns, returns) -> tuple:
+    """The positions of a function's parameters for which it returns None when given None: it
+    returns the parameter untouched when it is None or not a string (`if not isinstance(query,
+    str): return query`) before any other return, or hands it, never reassigned, to its only
+    return's call that does. ((position, None, None) | (position, callee reference, its position), ...).
+    `assigns` and `returns`: the function's own (ctx.assigns, ctx.returns)."""
+    params = _params(func)
+    guards = [
+        (stmt.lineno, name) for stmt in func.body
+        if isinstance(stmt, ast.If) and len(stmt.body) == 1 and isinstance(stmt.body[0], ast.Return)
+        for name in [_none_test(stmt.test)] if name in params and _returns_none_or(stmt.body[0].value, name)
+    ]
+    last = func.body[-1] if func.body else None
+    call = last.value if isinstance(last, ast.Return) and isinstance(last.value, ast.Call) and dotted_name(last.value.func) else None
+    if not guards and not (call is not None and any(isinstance(a, ast.Name) and a.id in params for a in call.args)):
+        return ()
+    assigned = {name for node, _ in assigns for name in _bound_names(node.targets)}
+    found = []
+    for line, name in guards:  # an earlier return may hand back something else
+        if name not in assigned and not any(node.lineno < line for node, _ in returns):
+            found.append((params.index(name), None, None))
+    if call is not None and len(returns) == 1:
+        for i, arg in enumerate(call.args):
+            if isinstance(arg, ast.Starred):
+                break
+            if isinstance(arg, ast.Name) and arg.id in params and arg.id not in assigned:
+                found.append((params.index(arg.id), _reference(ctx, dotted_name(call.func)), i))
+    return tuple(found)
+
+
+def _returns_none_or(value, name: str) -> bool:
+    """`return`, `return None` or `return <name>`."""
+    return value is None or (isinstance(value, ast.Constant) and value.value is None) or (isinstance(value, ast.Name) and value.id == name)
+
+
+def _none_test(test) -> str | None:
+    """`p is None`, `not p`, `not isinstance(p, ...)`: true for p None; the name p."""
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Is) and isinstance(test.left, ast.Name):
+        right = test.comparators[0]
+        return test.left.id if isinstance(right, ast.Constant) and right.value is None else None
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = test.operand
+        if isinstance(inner, ast.Name):
+            return inner.id
+        if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id == "isinstance" and len(inner.args) == 2 and isinstance(inner.args[0], ast.Name):
+            kinds = inner.args[1].elts if isinstance(inner.args[1], ast.Tuple) else [inner.args[1]]
+            return inner.args[0].id if all(isinstance(k, ast.Name) and k.id in VALUE_TYPES for k in kinds) else None
+    return None
 
 
 def _given_layers(init, sites) -> bool:
@@ -844,22 +1032,82 @@ class ProjectIndex:
         self._module_classes[key] = False  # cycles
         result = cls.owns_mode_layers or depth > 8
         for ref in () if result else (*cls.constructs, *cls.bases):
-            text = ref.lstrip(":")
-            if text.startswith(("torch.nn.", "nn.")) or text in ("object", "ABC", "abc.ABC"):
-                continue
-            found = self.resolve(cls.path, ref)
-            if found is not None and found[0] == "class":
-                result = self.has_mode_layers(found[1], depth + 1)
-            elif found is not None and found[0] == "function":
-                result = _may_build_mode_layers(found[1])
-            else:
-                last = text.rsplit(".", 1)[-1]
-                result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
-                result = result or (ref in cls.bases and not MODULE_BASE_RE.search(text) and not _plain_python_base(text))
+            result = self._may_build(cls, ref, depth)
             if result:
                 break
         self._module_classes[key] = result
         return result
+
+    def _may_build(self, cls: ClassSummary, ref: str, depth: int = 0) -> bool:
+        """Whether what `cls` builds or inherits from by `ref` may hold Dropout/BatchNorm."""
+        text = ref.lstrip(":")
+        if text.startswith(("torch.nn.", "nn.")) or text in ("object", "ABC", "abc.ABC"):
+            return False
+        found = self.resolve(cls.path, ref)
+        if found is not None and found[0] == "class":
+            return self.has_mode_layers(found[1], depth + 1)
+        if found is not None and found[0] == "function":
+            return _may_build_mode_layers(found[1])
+        last = text.rsplit(".", 1)[-1]
+        result = text.startswith(("torchvision.models.", "timm.")) or bool(MODE_LAYER_RE.search(last) or MODEL_CONSTRUCTOR_RE.search(last) or OPAQUE_BUILDER_RE.search(last))
+        return result or (ref in cls.bases and not MODULE_BASE_RE.search(text) and not _plain_python_base(text))
+
+    def switched_off_layers(self, fs: FunctionSummary, cls: ClassSummary, event) -> str | None:
+        """Why the `cls` that the call at `event` in `fs` builds holds no Dropout/BatchNorm although
+        the class may: each one it may hold is switched off by the literal arguments of that call or
+        the defaults it leaves (`GCN(in, hidden, layers, out)`: `dropout=0.0` is the identity,
+        `norm=None` builds no norm), e.g. "dropout=0.0, norm=None". None where that cannot be shown:
+        a splat or a non-literal value reaching a switch or `**kwargs`, a layer source its
+        `__init__`'s parameters do not switch, a base outside the project."""
+        if getattr(event, "via", None) is not None:
+            return None
+        arguments = next((i.arguments for i in fs.items if i.kind in ("assign", "return") and (i.line, i.col) == (event.line, event.col)), None)
+        lineage = self.lineage(cls)
+        owner = next((c for c in lineage if "__init__" in c.methods), None)
+        if arguments is None or owner is None or owner.init_signature is None or any(c.given_layers for c in lineage):
+            return None
+        values = _bound_arguments(owner.init_signature, arguments)
+        if values is None:
+            return None
+        used: dict[str, object] = {}
+        for member in lineage:
+            for base in member.bases:
+                found = self.resolve(member.path, base)
+                if not (found and found[0] == "class") and self._may_build(member, base):
+                    return None
+            for ref, gates in member.layer_sources:
+                off = self._switch_off(member, ref, gates, values) if member is owner else None
+                if off is not None:
+                    used[off] = values[off]
+                elif ref.startswith(("torch.nn.", "self.")) or self._may_build(member, ref):
+                    return None
+        return ", ".join(f"{name}={value!r}" for name, value in used.items()) or None
+
+    def _switch_off(self, cls: ClassSummary, ref: str, gates: tuple, values: dict) -> str | None:
+        """The `__init__` parameter whose value switches the layer source off (see `layer_sources`)."""
+        for gate in gates:
+            name = gate[1]
+            value = values.get(name, NOT_CONSTANT)
+            if value is NOT_CONSTANT:
+                continue
+            if gate[0] == "p" and isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+                return name
+            if gate[0] == "cond" and condition_holds((None, gate[4], gate[1:4]), {name: value}) is False:
+                return name
+            if gate[0] == "spec" and value is None and self._returns_none(cls.path, ref, gate[2]):
+                return name
+        return None
+
+    def _returns_none(self, path: str, ref: str, position: int, depth: int = 0) -> bool:
+        """The project function `ref` returns None when its argument at `position` is None."""
+        found = self.resolve(path, ref) if depth < 4 else None
+        if found is None or found[0] != "function":
+            return False
+        fs = found[1]
+        return any(
+            at == position and (callee is None or self._returns_none(fs.path, callee, callee_position, depth + 1))
+            for at, callee, callee_position in fs.none_passthrough
+        )
 
     def module_class_names(self, path: str) -> set[str]:
         """Names usable in `path` that are project nn.Module subclasses (defined or imported)."""
@@ -1491,6 +1739,9 @@ class ProjectIndex:
                 return None, ""  # a loader/wrapper that puts the model it holds in eval mode itself
             if not self.has_mode_layers(cls):
                 return None, ("" if cls.given_layers else f"{cls.name} {NO_MODE_LAYERS}")  # given layers: unknown
+            switched_off = self.switched_off_layers(fs, cls, event)
+            if switched_off:
+                return None, f"{cls.name}() built at {where} with {switched_off} {NO_MODE_LAYERS}"
             return "train", f"{cls.name}() is built at {where}, and a new module is in training mode"
         if found is not None and found[0] == "function":
             argument = self.viewed_argument(fs, found[1], event)
@@ -1595,6 +1846,26 @@ def _common(a, b):
         if x != y:
             return
         yield x
+
+
+def _bound_arguments(signature: tuple, arguments: tuple) -> dict | None:
+    """`__init__`'s parameters bound to a call's literal arguments and its literal defaults
+    (NOT_CONSTANT for others); None for a splat, or a non-literal value going to *args/**kwargs."""
+    positional, keyword_only, defaults, varargs, varkw = signature
+    values = dict(defaults)
+    for slot, value in arguments:
+        if slot in ("*", "**"):
+            return None
+        if slot.isdigit():
+            if int(slot) < len(positional):
+                values[positional[int(slot)]] = value
+            elif not varargs or value is NOT_CONSTANT:
+                return None
+        elif slot in positional or slot in keyword_only:
+            values[slot] = value
+        elif not varkw or value is NOT_CONSTANT:
+            return None
+    return values
 
 
 def _argument_map(target: FunctionSummary, item: Item) -> dict[str, str]:

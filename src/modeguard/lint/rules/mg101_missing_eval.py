@@ -134,6 +134,15 @@ class MissingEval(Rule):
         "class Generator(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.body = conv_norm_relu(3, 64)\n\n"
         "    def forward(self, x):\n        return self.body(x)\n\n\ngenerator = Generator()\nfor real in loader:\n"
         "    loss_fn(generator(real), real).backward()\n    opt.step()\nwith torch.no_grad():\n    fake = generator(noise)\n",
+        # a class whose Dropout and BatchNorm its arguments switch on: this call switches them on
+        "class Gnn(nn.Module):\n    def __init__(self, dim, dropout=0.0, norm=None):\n        super().__init__()\n"
+        "        self.drop = nn.Dropout(dropout)\n        self.norm = nn.BatchNorm1d(dim) if norm is not None else nn.Identity()\n\n\n"
+        "model = Gnn(16, dropout=0.5)\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
+        "with torch.no_grad():\n    print(model(test_x))\n",
+        # the same class, its dropout chosen at run time: it may be on
+        "class Gnn(nn.Module):\n    def __init__(self, dim, dropout=0.0):\n        super().__init__()\n        self.drop = nn.Dropout(p=dropout)\n\n\n"
+        "model = Gnn(16, dropout=args.dropout)\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
+        "with torch.no_grad():\n    print(model(test_x))\n",
     )
     valid = (
         # Monte-Carlo dropout: train() on purpose, the same input sampled repeatedly
@@ -148,6 +157,14 @@ class MissingEval(Rule):
         "def train(model, loader):\n    model.train()\n    for epoch in range(10):\n        for x, y in loader:\n"
         "            loss_fn(model(x), y).backward()\n            opt.step()\n        plot(model, grid)\n\n\n"
         "model = Classifier().to(device)\ntrain(model, loader)\n",
+        # Dropout and BatchNorm only by its arguments, which this call leaves at their defaults (p=0.0 is the identity, no norm)
+        "def make_norm(kind, dim):\n    if kind is None:\n        return None\n    return nn.BatchNorm1d(dim)\n\n\n"
+        "class Gnn(nn.Module):\n    def __init__(self, dim, layers, dropout=0.0, norm=None):\n        super().__init__()\n"
+        "        self.drop = nn.Dropout(p=dropout)\n        self.norm = make_norm(norm, dim) or nn.Identity()\n"
+        "        if norm is not None:\n            self.extra = nn.BatchNorm1d(dim)\n\n\n"
+        "class Gcn(Gnn):\n    def forward(self, x):\n        return self.drop(self.norm(x))\n\n\n"
+        "model = Gcn(args.dim, args.layers)\nfor x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n"
+        "with torch.no_grad():\n    print(model(test_x))\n",
         # a layer factory that builds only mode-free torch layers (InstanceNorm without running statistics)
         "def conv_norm_relu(c_in, c_out):\n    return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.InstanceNorm2d(c_out), nn.ReLU())\n\n\n"
         "class Generator(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.body = conv_norm_relu(3, 64)\n\n"

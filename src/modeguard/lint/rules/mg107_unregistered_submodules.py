@@ -1,6 +1,7 @@
 import ast
 import re
 
+from modeguard.lint.project import _torch_mode_layer
 from modeguard.lint.rule import Rule, replace
 
 # Losses and activations have no parameters, buffers or mode: a plain list of them is harmless.
@@ -47,8 +48,15 @@ class UnregisteredSubmodules(Rule):
         "class Model(nn.Module):\n    encoders: dict[str, Sequence[Encoder]]\n\n    def __init__(self, data):\n        super().__init__()\n"
         "        self.encoders = {'train': self.encoder}\n        self.encoders['valid'] = valid = self._build_encoders(data)\n\n\n"
         "class Encoder(nn.Module):\n    pass\n",
+        # layers without a mode in a plain list of a class that a subclass runs: .to() and state_dict() miss them
+        "class Base(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.linears = [nn.Linear(10, 10)]\n\n\n"
+        "class Net(Base):\n    def forward(self, x):\n        return self.linears[0](x)\n",
     )
     valid = (
+        # a class with no forward() in its family, holding layers without a mode: nothing runs it, eval() changes nothing
+        "class Registered(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.linears = nn.ModuleList([nn.Linear(10, 10)])\n\n\n"
+        "class Unregistered(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.linears = [nn.Linear(10, 10)]\n\n\n"
+        "print(list(Registered().parameters()), list(Unregistered().parameters()))\n",
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Dropout(0.1)])\n",
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        layers = [nn.Linear(4, 4), nn.ReLU()]\n        self.body = nn.Sequential(*layers)\n",
         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.blocks = [nn.Linear(4, 4)]\n        self.blocks = nn.ModuleList(self.blocks)\n",
@@ -119,6 +127,8 @@ class UnregisteredSubmodules(Rule):
                 )
                 if holds_modules and _only_parameter_free(ctx, value):
                     continue  # nothing in them has parameters, buffers or a mode to miss
+                if holds_modules and _never_run(ctx, cls) and _only_mode_free(ctx, value):
+                    continue  # a class nothing runs, holding no layer with a mode
                 store = stored.get(attr) if not holds_modules else None
                 if not holds_modules and store is None:
                     continue
@@ -270,12 +280,7 @@ def _only_parameter_free(ctx, value: ast.AST) -> bool:
     """Whether every module a list/dict literal or comprehension builds is a parameter-free torch
     layer or a class of this file that builds only such layers (`[Decompose(k) for k in sizes]`
     around an `nn.AvgPool1d`)."""
-    if isinstance(value, (ast.List, ast.Tuple)):
-        elements = value.elts
-    elif isinstance(value, ast.Dict):
-        elements = value.values
-    else:
-        elements = [value.value if isinstance(value, ast.DictComp) else value.elt]
+    elements = _elements(value)
     classes = {c.name: c for c in ctx.classes}
     return bool(elements) and all(_parameter_free_call(ctx, e, classes, set()) for e in elements)
 
@@ -309,6 +314,41 @@ def _parameter_free_call(ctx, node: ast.AST, classes: dict, seen: set) -> bool:
                 return False
             layers += 1
     return layers > 0
+
+
+def _elements(value: ast.AST) -> list[ast.AST]:
+    """What a list/tuple/dict literal or comprehension holds (a comprehension: its element)."""
+    if isinstance(value, (ast.List, ast.Tuple)):
+        return value.elts
+    if isinstance(value, ast.Dict):
+        return value.values
+    return [value.value if isinstance(value, ast.DictComp) else value.elt]
+
+
+def _never_run(ctx, cls: ast.ClassDef) -> bool:
+    """No forward() (or __call__) in the class, its bases or its subclasses, all in the project:
+    calling the module raises, so nothing runs it in either mode."""
+    project = ctx.project
+    summary = project.modules[ctx.path].classes.get(cls.name) if project is not None and ctx.path in project.modules else None
+    if summary is None or project.external_base(summary) is not None:
+        return False
+    family = [*project.lineage(summary), *project.subclasses(summary)]
+    return not any(("forward" in c.methods or "__call__" in c.methods) or project.external_base(c) is not None for c in family)
+
+
+def _only_mode_free(ctx, value: ast.AST) -> bool:
+    """Every call in the list/dict's elements builds a torch layer without a mode (`nn.Linear`):
+    eval() would change nothing in them."""
+    elements = _elements(value)
+    for element in elements:
+        if not isinstance(element, ast.Call):
+            return False
+        for call in (n for n in ast.walk(element) if isinstance(n, ast.Call)):
+            name = ctx.qualname(call.func) or ""
+            last = name.rsplit(".", 1)[-1]
+            if not name.startswith("torch.nn.") or _torch_mode_layer(last, call) or last in WRAPPERS:
+                return False
+    return bool(elements)
 
 
 def _last_name(node: ast.AST) -> str:
