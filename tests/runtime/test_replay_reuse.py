@@ -94,3 +94,89 @@ def test_a_child_the_parent_switches_to_training_is_recomputed():
     root = next(d for d in report.divergence if d.module == "<root>")
     assert root.rel is not None and root.rel > 0.1
     assert not any(m.training for m in model.modules())
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(DIM, DIM)
+
+    def forward(self, x):
+        CALLS.append(("head", None))  # reads no flag: never replayed itself
+        return self.linear(x)
+
+
+class IgnoresTargetsInEval(nn.Module):
+    """A detector's ROI heads: takes the targets, uses them only in training."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = Head()
+
+    def forward(self, x, targets=None):
+        out = self.head(x)
+        if self.training:
+            return {"loss": ((out - targets) ** 2).mean()}
+        return out
+
+
+class AddsTargets(nn.Module):
+    def forward(self, x, targets=None):
+        return x if targets is None else x + targets
+
+
+class PassesTargetsOn(nn.Module):
+    """Hands the targets to a child that uses them in eval mode too."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = Head()
+        self.adds = AddsTargets()
+
+    def forward(self, x, targets=None):
+        return self.adds(self.head(x), targets)
+
+
+class NeedsTargetsInTraining(nn.Module):
+    """A detector's root: training needs targets, which it hands to its child."""
+
+    def __init__(self, child: nn.Module):
+        super().__init__()
+        self.child = child
+
+    def forward(self, x, targets=None):
+        if self.training and targets is None:
+            raise ValueError("targets should not be None in training mode")
+        CALLS.append(("root", self.training))
+        return self.child(x, targets)
+
+
+def _root_replay_calls() -> list[tuple[str, bool]]:
+    """The calls logged during the root's own-flag replay: after ("root", True) and before the
+    next root call (the training pass comes after the replays)."""
+    start = CALLS.index(("root", True))
+    end = next((i for i in range(start + 1, len(CALLS)) if CALLS[i][0] == "root"), len(CALLS))
+    return CALLS[start + 1:end]
+
+
+def test_root_replay_with_targets_reuses_what_a_targets_taking_child_calls_as_before():
+    model = NeedsTargetsInTraining(IgnoresTargetsInEval()).eval()
+    CALLS.clear()
+    report = audit(model, _x(), targets=_x())
+    # The child runs again (its input now holds the targets), its head does not.
+    assert _root_replay_calls() == []
+    assert CALLS.count(("head", None)) == 3  # eval pass, sample alone, training pass
+    assert "MG209" not in report.codes()
+
+
+def test_a_grandchild_handed_the_targets_is_recomputed_in_the_root_replay():
+    model = NeedsTargetsInTraining(PassesTargetsOn()).eval()
+    x, targets = _x(), _x()
+    CALLS.clear()
+    report = audit(model, x, targets=targets)
+    assert _root_replay_calls() == []  # the head is reused...
+    root = next(d for d in report.divergence if d.module == "<root>")
+    with torch.no_grad():  # ...the grandchild that adds the targets is not
+        plain = model(x)
+        expected = (plain + targets - plain).abs().max().item()
+    assert root.max_abs is not None and abs(root.max_abs - expected) < 1e-5

@@ -22,7 +22,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -109,18 +109,38 @@ class ChildCalls:
     reuse of it in replays."""
 
     def __init__(
-        self, model: nn.Module, parents: list[nn.Module], tensors: TensorState, stateful: set[int], shared: dict
+        self,
+        model: nn.Module,
+        parents: list[nn.Module],
+        tensors: TensorState,
+        stateful: set[int],
+        shared: dict,
+        descend: Callable[[nn.Module], bool] = lambda child: False,
     ):
+        """`descend(child)`: whether replays are expected to call the child with other inputs
+        than the eval pass did (a detector's heads, handed the targets that the root's replay
+        gets): its own children are recorded too, so that rerunning it still reuses what it
+        calls as before."""
         self.model = model
         self.saved = tensors
         self.shared = shared  # the model's modules, parameters and buffers: never copied
         self.children: dict[int, nn.Module] = {}
+        self._stateful = stateful
+        self._descend = descend
         for parent in parents:
-            for child in _called_children(parent):
-                if _worth_reusing(child) and not stateful & {id(m) for m in child.modules()}:
-                    self.children[id(child)] = child
+            self._add_children_of(parent)
         self.calls: dict[int, list[_Call]] = {}
         self._model_storage = {t.untyped_storage().data_ptr() for t in chain(model.parameters(), model.buffers())}
+
+    def _add_children_of(self, parent: nn.Module) -> None:
+        for child in _called_children(parent):
+            if id(child) in self.children or not _worth_reusing(child):
+                continue
+            if self._stateful & {id(m) for m in child.modules()}:
+                continue
+            self.children[id(child)] = child
+            if self._descend(child):
+                self._add_children_of(child)
 
     @contextmanager
     def recording(self) -> Iterator[None]:
@@ -129,7 +149,9 @@ class ChildCalls:
 
     @contextmanager
     def reusing(self, parent: nn.Module) -> Iterator[None]:
-        children = [c for c in _called_children(parent) if self.calls.get(id(c))]
+        """Every recorded module below `parent` (not only its children: one that runs again
+        because its input changed still reuses what it calls as before)."""
+        children = [m for m in parent.modules() if m is not parent and self.calls.get(id(m))]
         with _patched_forwards(children, self._reuser):
             yield
 
