@@ -180,3 +180,87 @@ def test_a_grandchild_handed_the_targets_is_recomputed_in_the_root_replay():
         plain = model(x)
         expected = (plain + targets - plain).abs().max().item()
     assert root.max_abs is not None and abs(root.max_abs - expected) < 1e-5
+
+
+class CacheSlot:
+    def __init__(self):
+        self.keys = None
+
+
+class KeyCache:
+    """A KV cache as Hugging Face keeps one: a plain object holding plain objects, which the
+    layers extend (each call replaces a slot's tensor)."""
+
+    def __init__(self, size: int):
+        self.slots = [CacheSlot() for _ in range(size)]
+
+
+class CachedBlock(nn.Module):
+    """Extends its slot of the cache; block 1 also reads what block 0 left there."""
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+        self.linear = nn.Linear(DIM, DIM)
+
+    def forward(self, x, cache: KeyCache):
+        CALLS.append(("block", self.index))
+        keys = self.linear(x)
+        slot = cache.slots[self.index]
+        slot.keys = keys if slot.keys is None else torch.cat([slot.keys, keys])
+        return x + cache.slots[0].keys.relu()
+
+
+class CachedDecoder(nn.Module):
+    """Reads its flag to no effect (a replay), creates the cache and returns what is in it."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([CachedBlock(0), CachedBlock(1)])
+
+    def forward(self, x):
+        scale = 1.0 if self.training else 1.0
+        cache = KeyCache(len(self.blocks))
+        for block in self.blocks:
+            x = block(x, cache)
+        return x * scale, [slot.keys for slot in cache.slots]
+
+
+class AppendsToItsArgument(nn.Module):
+    def forward(self, x, log: list):
+        CALLS.append(("appends", None))
+        log.append(x.sum(dim=1))
+        return x * 2
+
+
+class KeepsALog(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.child = AppendsToItsArgument()
+
+    def forward(self, x):
+        scale = 1.0 if self.training else 1.0
+        log: list = []
+        return self.child(x, log) * scale, torch.stack(log)
+
+
+def test_a_call_that_extends_a_cache_is_reused_with_its_effect_on_the_cache():
+    model = CachedDecoder().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    CALLS.clear()
+    report = audit(model, _x())
+    # eval pass, sample alone and training pass run both blocks; the decoder's replay none:
+    # block 1 found the cache as block 0 had left it in the eval pass.
+    assert CALLS.count(("block", 0)) == CALLS.count(("block", 1)) == 3
+    assert "MG210" not in report.codes() and not report.divergence
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_a_call_that_changes_a_list_it_was_given_is_not_reused():
+    """Reusing it would leave the replay's list empty (a false MG210 before this was checked)."""
+    model = KeepsALog().eval()
+    CALLS.clear()
+    report = audit(model, _x())
+    assert CALLS.count(("appends", None)) == 4  # eval, sample alone, the replay, training
+    assert "MG210" not in report.codes()
