@@ -96,7 +96,8 @@ def _structure(obj: Any, found: _Described, depth: int = 0) -> Any:
             raise _NotPlain  # shared within the input: a copy would not share it
         found.objects.append(obj)
         found.mutable = True
-        return (_OBJECT, type(obj), tuple((k, _structure(v, found, depth + 1)) for k, v in vars(obj).items()))
+        items = tuple((k, _structure(v, found, depth + 1)) for k, v in vars(obj).items())
+        return (_OBJECT, type(obj), items)
     raise _NotPlain
 
 
@@ -149,7 +150,13 @@ def _rebuildable(structure: Any) -> bool:
     return not (isinstance(kind, type) and issubclass(kind, (tuple, list, dict)))
 
 
-def _rebuilt(structure: Any, after: _Described, objects: dict[int, Any], tensors: dict[int, torch.Tensor], cursor: list[int]) -> Any:
+def _rebuilt(
+    structure: Any,
+    after: _Described,
+    objects: dict[int, Any],
+    tensors: dict[int, torch.Tensor],
+    cursor: list[int],
+) -> Any:
     """The value `structure` (from `after`) describes, for the replay: its objects are the
     replay's objects (`objects`, by the eval pass's object id), updated in place; a tensor is
     the replay's own where the eval pass's call kept one (`tensors`), else a copy."""
@@ -301,8 +308,11 @@ class ChildCalls:
         before = call.inputs
         if after is None:
             return False
-        if after.structure == before.structure and all(a is b for a, b in zip(after.tensors, before.tensors)):
-            return not before.objects or _described(output) is not None  # left as it was
+        unchanged = after.structure == before.structure and all(
+            a is b for a, b in zip(after.tensors, before.tensors)
+        )
+        if unchanged:
+            return not before.objects or _described(output) is not None
         if not before.objects or _described(output) is None or not _rebuildable(after.structure):
             return False
         if _outside_objects(after) != _outside_objects(before):
@@ -342,7 +352,9 @@ class ChildCalls:
 
         return reused
 
-    def _matching_call(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[_Call, _Described] | None:
+    def _matching_call(
+        self, module: nn.Module, args: tuple, kwargs: dict
+    ) -> tuple[_Call, _Described] | None:
         inputs = _described((args, kwargs))
         if inputs is None:
             return None
