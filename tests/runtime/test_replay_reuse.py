@@ -264,3 +264,39 @@ def test_a_call_that_changes_a_list_it_was_given_is_not_reused():
     report = audit(model, _x())
     assert CALLS.count(("appends", None)) == 4  # eval, sample alone, the replay, training
     assert "MG210" not in report.codes()
+
+
+class Settings:
+    """A plain object that lives outside any input (a config)."""
+
+    def __init__(self):
+        self.scale = 2.0
+
+
+SETTINGS = Settings()
+
+
+class AttachesSettings(nn.Module):
+    def forward(self, x, cache: KeyCache):
+        CALLS.append(("attaches", None))
+        cache.settings = SETTINGS  # a copy of it in the replay's cache would not be SETTINGS
+        return x * SETTINGS.scale
+
+
+class UsesAttachedSettings(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.child = AttachesSettings()
+
+    def forward(self, x):
+        scale = 1.0 if self.training else 1.0
+        cache = KeyCache(1)
+        out = self.child(x, cache)
+        return out * scale * (1.0 if cache.settings is SETTINGS else -1.0)
+
+
+def test_a_call_that_attaches_an_object_from_elsewhere_to_a_cache_is_not_reused():
+    CALLS.clear()
+    report = audit(UsesAttachedSettings().eval(), _x())
+    assert CALLS.count(("attaches", None)) == 4  # eval, sample alone, the replay, training
+    assert "MG210" not in report.codes()
