@@ -301,3 +301,15 @@ def test_batch_dim_for_sequence_first_inputs():
     assert audit(model, x, batch_dim=1).batch_independent is True
     # with the wrong batch dim, "samples" are sequence positions, which attention mixes
     assert audit(model, x, batch_dim=0).batch_independent is False
+
+
+def test_mg202_costs_one_batched_pass_less_than_it_did():
+    """The second eval pass (determinism) is recorded and is also the batched pass that
+    finding the mixing module compares with: eval, sample alone, second pass, sample alone
+    recorded, training pass, and the replay of BatchNorm: no third batched eval pass."""
+    model = ex.BatchStatisticsNet().eval()
+    passes = []
+    model.fc1.register_forward_hook(lambda m, i, o: passes.append((m.training, i[0].shape[0])))
+    report = audit(model, torch.randn(6, 8))
+    assert finding(report, "MG202")[0].module == "norm"
+    assert passes.count((False, 6)) == 2

@@ -268,6 +268,7 @@ class _Auditor:
         self.reuse = ChildCalls(
             model, [self.module_named(n) for n in capture], self.snapshot.tensors,
             self.snapshot.stateful_modules(), self.shared,
+            descend=_takes_targets_argument if self.inputs.targets is not None else lambda child: False,
         ) if self.snapshot.tensors is not None else None
         try:
             # Prepared outside the watch: a model's own train() (Hugging Face's reads the flag)
@@ -387,13 +388,17 @@ class _Auditor:
         if status == "same":
             report.deterministic = report.batch_independent = True
             return
-        self.check_determinism(eval_out, self.forward(False, seed_offset=1), report)
+        size = batch_size(self.x, self.batch_dim)
+        # The second pass is recorded for that sample: when it proves the model deterministic,
+        # it is also the batched pass that finding where samples mix compares with.
+        batched = PassRecorder(self.model, sample=(index, size, self.batch_dim)) if status == "differs" else None
+        self.check_determinism(eval_out, self.forward(False, batched, seed_offset=1), report)
         if not report.deterministic:
             return
         if status == "untested":
             report.not_tested["batch_independent"] = detail
             return
-        if self.blame_batch_mixing(index, batch_size(self.x, self.batch_dim), detail):
+        if self.blame_batch_mixing(batched, index, size, detail):
             report.batch_independent = False
         else:
             report.not_tested["batch_independent"] = (
@@ -491,11 +496,10 @@ class _Auditor:
             return "untested", None, f"no output tensor could be matched to a sample along dim {dim}"
         return "same", None, None
 
-    def blame_batch_mixing(self, index: int, size: int, symptom: str) -> bool:
-        """MG202 for the modules where samples start to mix; False (nothing reported) when a
-        sample alone returns but no module's output changes beyond float error."""
-        batched = PassRecorder(self.model, sample=(index, size, self.batch_dim))
-        self.forward(False, batched)
+    def blame_batch_mixing(self, batched: PassRecorder, index: int, size: int, symptom: str) -> bool:
+        """MG202 for the modules where samples start to mix, from the batched pass `batched`
+        (recorded for sample `index`); False (nothing reported) when a sample alone returns but
+        no module's output changes beyond float error."""
         alone = PassRecorder(self.model)
         self.model.eval()
         self.attributes.restore()
@@ -722,6 +726,16 @@ def _seed(seed: int) -> None:
 
 def _needs_targets(error: str | None) -> bool:
     return bool(error) and any(word in error.lower() for word in TARGET_WORDS)
+
+
+def _takes_targets_argument(module: nn.Module) -> bool:
+    """Whether forward() has a parameter named like targets or labels: the root's replay may
+    hand it the targets (a detector's transform, RPN and ROI heads)."""
+    try:
+        names = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return any(word in name.lower() for name in names for word in TARGET_WORDS)
 
 
 def _with_call_targets(args: tuple, kwargs: dict, targets: Any) -> tuple[tuple, dict]:

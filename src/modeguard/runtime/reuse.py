@@ -6,12 +6,20 @@ running: the replays of a Hugging Face model's root, encoder and layers (which r
 and change nothing) then cost a fraction of a forward each instead of a whole one.
 
 "Exactly as then" is checked, never assumed, so the replay's output is the one a full replay
-would give: the same inputs (structure, values, dtypes and strides; only plain tensors, numbers
-and containers, never a cache object the call could change), the child's own and its
-submodules' training flags, parameters and buffers as they were (compared with the audit's
-snapshot, so a write through `.data` is seen too), no tensor state kept on its modules, and an
-eval-pass call that drew no random numbers, left its inputs untouched and returned no alias of
-them or of the model's tensors. Anything else runs the child as usual.
+would give: the same inputs (structure, values, dtypes and strides of plain tensors, numbers
+and containers, and the whole state of any plain object among them, such as a KV cache), the
+child's own and its submodules' training flags, parameters and buffers as they were (compared
+with the audit's snapshot, so a write through `.data` is seen too), no tensor state kept on its
+modules, and an eval-pass call that drew no random numbers, left its input tensors untouched and
+returned no alias of them or of the model's tensors. Anything else runs the child as usual.
+
+A call may change the objects it is given (a decoder layer extends the cache): the eval pass
+describes their state after the call too, and a reuse brings the replay's objects, in place, to
+that state (the replay's own tensors where the call kept one, copies of the new ones). That is
+only done when the call's whole effect is known: every object it changed was reachable from its
+inputs before the call (it attached no object from elsewhere), is a plain object (attributes in
+`__dict__`, no slots) and appears once, and every new tensor in them is its own memory, not a
+view of an input, the output or the model.
 """
 
 from __future__ import annotations
@@ -20,9 +28,9 @@ import copy
 import random
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -34,32 +42,144 @@ from modeguard.runtime.trees import leaves
 MAX_CALLS = 4  # calls remembered per module (a block called in a loop is reused up to this)
 _SCALARS = (bool, int, float, complex, str, bytes, torch.dtype, torch.device)
 _TENSOR = "<tensor>"
+_OBJECT = "<object>"
 
 
 class _NotPlain(Exception):
     pass
 
 
-def _structure(obj: Any, tensors: list[torch.Tensor], depth: int = 0) -> Any:
-    """A comparable description of a plain input, its tensors collected in order."""
+@dataclass
+class _Described:
+    """A comparable description of plain values: the structure, and the tensors and plain
+    objects in it, in the order met (depth first, an object before its attributes)."""
+
+    structure: Any
+    tensors: list[torch.Tensor]
+    objects: list[Any]
+    mutable: bool = False  # holds a list, dict or object: a call could change it
+
+
+def _is_plain_object(obj: Any) -> bool:
+    """An object whose whole state is its `__dict__` (a KV cache, a cache layer): no slots, not
+    one of torch's objects, not a module, class or function."""
+    cls = type(obj)
+    return (
+        not isinstance(obj, (nn.Module, type))
+        and isinstance(getattr(obj, "__dict__", None), dict)
+        and cls.__module__.split(".")[0] != "torch"
+        and not callable(obj)
+        and all(not getattr(base, "__slots__", ()) for base in cls.__mro__[:-1])
+    )
+
+
+def _structure(obj: Any, found: _Described, depth: int = 0) -> Any:
     if type(obj) in (torch.Tensor, nn.Parameter):
-        tensors.append(obj)
+        found.tensors.append(obj)
         return _TENSOR
     if obj is None or isinstance(obj, _SCALARS):
         return (type(obj), obj)
-    if depth < 8 and isinstance(obj, (tuple, list)):
-        return (type(obj), tuple(_structure(v, tensors, depth + 1) for v in obj))
-    if depth < 8 and isinstance(obj, dict):
-        return (type(obj), tuple((k, _structure(v, tensors, depth + 1)) for k, v in obj.items()))
+    if depth >= 8:
+        raise _NotPlain
+    if isinstance(obj, tuple):
+        return (type(obj), tuple(_structure(v, found, depth + 1) for v in obj))
+    if isinstance(obj, list):
+        found.mutable = True
+        return (type(obj), tuple(_structure(v, found, depth + 1) for v in obj))
+    if isinstance(obj, dict):
+        found.mutable = found.mutable or depth != 1  # at depth 1: the call's own **kwargs
+        return (type(obj), tuple((k, _structure(v, found, depth + 1)) for k, v in obj.items()))
+    if isinstance(obj, type):  # a class named in a cache
+        return (type, obj)
+    if _is_plain_object(obj):
+        if any(o is obj for o in found.objects):
+            raise _NotPlain  # shared within the input: a copy would not share it
+        found.objects.append(obj)
+        found.mutable = True
+        items = tuple((k, _structure(v, found, depth + 1)) for k, v in vars(obj).items())
+        return (_OBJECT, type(obj), items)
     raise _NotPlain
 
 
-def _described(args: tuple, kwargs: dict) -> tuple[Any, list[torch.Tensor]] | None:
-    tensors: list[torch.Tensor] = []
+def _described(value: Any) -> _Described | None:
+    found = _Described(None, [], [])
     try:
-        return _structure((args, kwargs), tensors), tensors
+        found.structure = _structure(value, found)
     except _NotPlain:
         return None
+    return found
+
+
+def _outside_objects(found: _Described) -> tuple[Any, list[int]]:
+    """The structure with each object's contents left out (its type kept), and the ids of the
+    tensors outside objects."""
+    outside: list[int] = []
+    cursor = [0]
+
+    def strip(structure: Any, inside: bool) -> Any:
+        if structure == _TENSOR:
+            if not inside:
+                outside.append(id(found.tensors[cursor[0]]))
+            cursor[0] += 1
+            return structure
+        if structure[0] is _OBJECT:
+            for _, value in structure[2]:
+                strip(value, True)
+            return (_OBJECT, structure[1])
+        kind, value = structure
+        if isinstance(kind, type) and issubclass(kind, (tuple, list)):
+            return (kind, tuple(strip(v, inside) for v in value))
+        if isinstance(kind, type) and issubclass(kind, dict):
+            return (kind, tuple((k, strip(v, inside)) for k, v in value))
+        return structure
+
+    return strip(found.structure, False), outside
+
+
+def _rebuildable(structure: Any) -> bool:
+    """Whether `_rebuilt` can make the value again: containers are plain tuples, lists and dicts."""
+    if structure == _TENSOR:
+        return True
+    if structure[0] is _OBJECT:
+        return all(_rebuildable(v) for _, v in structure[2])
+    kind, value = structure
+    if kind in (tuple, list):
+        return all(_rebuildable(v) for v in value)
+    if kind is dict:
+        return all(_rebuildable(v) for _, v in value)
+    return not (isinstance(kind, type) and issubclass(kind, (tuple, list, dict)))
+
+
+def _rebuilt(
+    structure: Any,
+    after: _Described,
+    objects: dict[int, Any],
+    tensors: dict[int, torch.Tensor],
+    cursor: list[int],
+) -> Any:
+    """The value `structure` (from `after`) describes, for the replay: its objects are the
+    replay's objects (`objects`, by the eval pass's object id), updated in place; a tensor is
+    the replay's own where the eval pass's call kept one (`tensors`), else a copy."""
+    if structure == _TENSOR:
+        tensor = after.tensors[cursor[0]]
+        cursor[0] += 1
+        mine = tensors.get(id(tensor))
+        return mine if mine is not None else tensor.clone()
+    if structure[0] is _OBJECT:
+        _, cls, items = structure
+        original = after.objects[cursor[1]]
+        cursor[1] += 1
+        target = objects[id(original)]
+        state = {k: _rebuilt(v, after, objects, tensors, cursor) for k, v in items}
+        target.__dict__.clear()
+        target.__dict__.update(state)
+        return target
+    kind, value = structure
+    if kind in (tuple, list):
+        return kind(_rebuilt(v, after, objects, tensors, cursor) for v in value)
+    if kind is dict:
+        return {k: _rebuilt(v, after, objects, tensors, cursor) for k, v in value}
+    return value
 
 
 def _rng_states() -> tuple:
@@ -97,11 +217,12 @@ def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 @dataclass
 class _Call:
-    structure: Any
-    inputs: list[torch.Tensor]  # the tensors the call received (references)
-    versions: list[int]  # their version counters then: a later in-place write retires the call
+    inputs: _Described  # what the call received (references to its tensors and objects)
+    versions: list[int]  # the input tensors' version counters then: a later write retires the call
     flags: tuple[bool, ...]  # the training flags of the module and its submodules
     output: Any  # a private copy of what forward() returned
+    after: _Described | None = None  # the input objects' state after the call, when it changed
+    after_versions: list[int] = field(default_factory=list)
 
 
 class ChildCalls:
@@ -109,18 +230,38 @@ class ChildCalls:
     reuse of it in replays."""
 
     def __init__(
-        self, model: nn.Module, parents: list[nn.Module], tensors: TensorState, stateful: set[int], shared: dict
+        self,
+        model: nn.Module,
+        parents: list[nn.Module],
+        tensors: TensorState,
+        stateful: set[int],
+        shared: dict,
+        descend: Callable[[nn.Module], bool] = lambda child: False,
     ):
+        """`descend(child)`: whether replays are expected to call the child with other inputs
+        than the eval pass did (a detector's heads, handed the targets that the root's replay
+        gets): its own children are recorded too, so that rerunning it still reuses what it
+        calls as before."""
         self.model = model
         self.saved = tensors
         self.shared = shared  # the model's modules, parameters and buffers: never copied
         self.children: dict[int, nn.Module] = {}
+        self._stateful = stateful
+        self._descend = descend
         for parent in parents:
-            for child in _called_children(parent):
-                if _worth_reusing(child) and not stateful & {id(m) for m in child.modules()}:
-                    self.children[id(child)] = child
+            self._add_children_of(parent)
         self.calls: dict[int, list[_Call]] = {}
         self._model_storage = {t.untyped_storage().data_ptr() for t in chain(model.parameters(), model.buffers())}
+
+    def _add_children_of(self, parent: nn.Module) -> None:
+        for child in _called_children(parent):
+            if id(child) in self.children or not _worth_reusing(child):
+                continue
+            if self._stateful & {id(m) for m in child.modules()}:
+                continue
+            self.children[id(child)] = child
+            if self._descend(child):
+                self._add_children_of(child)
 
     @contextmanager
     def recording(self) -> Iterator[None]:
@@ -129,33 +270,67 @@ class ChildCalls:
 
     @contextmanager
     def reusing(self, parent: nn.Module) -> Iterator[None]:
-        children = [c for c in _called_children(parent) if self.calls.get(id(c))]
+        """Every recorded module below `parent` (not only its children: one that runs again
+        because its input changed still reuses what it calls as before)."""
+        children = [m for m in parent.modules() if m is not parent and self.calls.get(id(m))]
         with _patched_forwards(children, self._reuser):
             yield
 
     def _recorder(self, module: nn.Module, forward):
         def recorded(*args, **kwargs):
             calls = self.calls.setdefault(id(module), [])
-            described = _described(args, kwargs) if len(calls) < MAX_CALLS else None
-            if described is None:
+            inputs = _described((args, kwargs)) if len(calls) < MAX_CALLS else None
+            if inputs is None:
                 return forward(*args, **kwargs)
-            structure, inputs = described
-            versions = [t._version for t in inputs]
+            versions = [t._version for t in inputs.tensors]
             before = _rng_states()
             output = forward(*args, **kwargs)
             if (
-                [t._version for t in inputs] == versions
+                [t._version for t in inputs.tensors] == versions
                 and _same_rng(before, _rng_states())
-                and not self._aliases(output, inputs)
+                and not self._aliases(output, inputs.tensors)
             ):
+                call = _Call(inputs, versions, _flags(module), None)
+                if inputs.mutable and not self._effect_known(call, _described((args, kwargs)), output):
+                    return output
                 try:
-                    snapshot = copy.deepcopy(output, dict(self.shared))
+                    call.output = copy.deepcopy(output, dict(self.shared))
                 except Exception:  # noqa: BLE001 - an output that cannot be copied is not reused
                     return output
-                calls.append(_Call(structure, inputs, versions, _flags(module), snapshot))
+                calls.append(call)
             return output
 
         return recorded
+
+    def _effect_known(self, call: _Call, after: _Described | None, output: Any) -> bool:
+        """Keep `after`, the call's inputs described after it ran, as its effect on the objects
+        it was given; False when that cannot be replayed exactly (see the module docstring)."""
+        before = call.inputs
+        if after is None:
+            return False
+        unchanged = after.structure == before.structure and all(
+            a is b for a, b in zip(after.tensors, before.tensors)
+        )
+        if unchanged:
+            return not before.objects or _described(output) is not None
+        if not before.objects or _described(output) is None or not _rebuildable(after.structure):
+            return False
+        if _outside_objects(after) != _outside_objects(before):
+            return False  # it changed a list or dict it was given, not an object
+        known = {id(o) for o in before.objects}
+        if any(id(o) not in known for o in after.objects):
+            return False  # an object from elsewhere was attached
+        kept = {id(t) for t in before.tensors}
+        new = [t for t in after.tensors if id(t) not in kept]
+        if len({id(t) for t in new}) != len(new):
+            return False
+        storages = [t.untyped_storage().data_ptr() for t in new]
+        taken = self._model_storage | {t.untyped_storage().data_ptr() for t in call.inputs.tensors}
+        taken |= {t.untyped_storage().data_ptr() for _, t in leaves(output)}
+        if len(set(storages)) != len(storages) or taken & set(storages):
+            return False
+        call.after, call.after_versions = after, [t._version for t in after.tensors]
+        return True
 
     def _aliases(self, output: Any, inputs: list[torch.Tensor]) -> bool:
         """Whether the output shares memory with an input or with the model's tensors: a copy
@@ -165,28 +340,37 @@ class ChildCalls:
 
     def _reuser(self, module: nn.Module, forward):
         def reused(*args, **kwargs):
-            call = self._matching_call(module, args, kwargs)
-            if call is None:
+            found = self._matching_call(module, args, kwargs)
+            if found is None:
                 return forward(*args, **kwargs)
+            call, inputs = found
+            if call.after is not None:  # the call's effect on the objects it was given
+                objects = {id(a): b for a, b in zip(call.inputs.objects, inputs.objects)}
+                tensors = {id(a): b for a, b in zip(call.inputs.tensors, inputs.tensors)}
+                _rebuilt(call.after.structure, call.after, objects, tensors, [0, 0])
             return copy.deepcopy(call.output, dict(self.shared))
 
         return reused
 
-    def _matching_call(self, module: nn.Module, args: tuple, kwargs: dict) -> _Call | None:
-        described = _described(args, kwargs)
-        if described is None:
+    def _matching_call(
+        self, module: nn.Module, args: tuple, kwargs: dict
+    ) -> tuple[_Call, _Described] | None:
+        inputs = _described((args, kwargs))
+        if inputs is None:
             return None
-        structure, inputs = described
         flags = _flags(module)
         for call in self.calls[id(module)]:
             if (
-                call.structure == structure
+                call.inputs.structure == inputs.structure
                 and call.flags == flags
-                and all(t._version == v for t, v in zip(call.inputs, call.versions))
-                and all(_identical(a, b) for a, b in zip(call.inputs, inputs))
+                and all(t._version == v for t, v in zip(call.inputs.tensors, call.versions))
+                and (call.after is None or all(
+                    t._version == v for t, v in zip(call.after.tensors, call.after_versions)
+                ))
+                and all(_identical(a, b) for a, b in zip(call.inputs.tensors, inputs.tensors))
                 and self.saved.unchanged(chain(module.parameters(), module.buffers()))
             ):
-                return call
+                return call, inputs
         return None
 
 
