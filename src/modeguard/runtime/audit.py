@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from itertools import chain
 from contextlib import nullcontext
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -200,7 +201,7 @@ def _shape_of(example: Any):
 
 
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
-    for tensor in [*model.parameters(), *model.buffers()]:
+    for tensor in chain(model.parameters(), model.buffers()):  # lazily: the first one decides
         if tensor.is_floating_point():
             return tensor.device, tensor.dtype
     return torch.device("cpu"), None
@@ -521,9 +522,7 @@ class _Auditor:
         return True
 
     def check_batchnorm_health(self, observed: dict, report: AuditReport) -> None:
-        layers = bnh.batchnorm_layers(self.model)
-        for name, bn in layers:
-            report.batchnorm.append(bnh.health_of(name, bn, observed.get(name)))
+        report.batchnorm.extend(bnh.healths_of(bnh.batchnorm_layers(self.model), observed))
         uncalibrated = [h for h in report.batchnorm if h.never_calibrated]
         calibrated = [h for h in report.batchnorm if h.has_running_stats and not h.never_calibrated]
         for h in uncalibrated:
@@ -613,12 +612,22 @@ class _Auditor:
                 top1_agreement=primary.top1_agreement,
             )
 
-    @staticmethod
-    def batchnorm_divergence(item, bn, observed) -> ModuleDivergence:
-        if observed.count < 2:
-            return ModuleDivergence(item.name, item.kind, None, None, f"raises in training: {SINGLE_VALUE_ERROR}")
-        max_abs, rel = bnh.mode_divergence(bn, observed)
-        return ModuleDivergence(item.name, item.kind, max_abs, rel)
+    def batchnorm_divergences(self, known: dict, observed: dict) -> dict[str, ModuleDivergence]:
+        """The closed-form divergence of every known BatchNorm with observed input statistics."""
+        rows = {}
+        computed = []
+        for name, stats in observed.items():
+            item = known.get(name)
+            if item is None:
+                continue
+            if stats.count < 2:
+                rows[name] = ModuleDivergence(name, item.kind, None, None, f"raises in training: {SINGLE_VALUE_ERROR}")
+            else:
+                computed.append((name, item))
+        differences = bnh.mode_divergences([(self.module_named(name), observed[name]) for name, _ in computed])
+        for (name, item), (max_abs, rel) in zip(computed, differences):
+            rows[name] = ModuleDivergence(name, item.kind, max_abs, rel)
+        return rows
 
     def replayed_divergence(self, name, kind, module, captured, call) -> ModuleDivergence:
         """Replay the module on a private copy of its captured input (caches included) with only
@@ -663,13 +672,14 @@ class _Auditor:
         """The divergence table and MG210, measured: torch's known layers by closed form or
         replay; every user-defined module that read its own flag, by replay."""
         self.model.eval()  # each replay switches one module's own flag; the rest stays in eval
+        closed_forms = self.batchnorm_divergences(known, first.channel_stats)
         for name, module in self.model.named_modules():
             name = name or "<root>"
             item = known.get(name)
             if item is not None:
                 report.mode_sensitive.append(item)
-                if name in first.channel_stats:
-                    report.divergence.append(self.batchnorm_divergence(item, module, first.channel_stats[name]))
+                if name in closed_forms:
+                    report.divergence.append(closed_forms[name])
                 elif name in first.captured:
                     report.divergence.append(
                         self.replayed_divergence(name, item.kind, module, first.captured[name], first.calls[name])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,14 +50,45 @@ class BatchNormHealth:
 
 
 def is_never_calibrated(bn: nn.Module) -> bool:
-    if bn.running_mean is None:
-        return False
-    tracked = bn.num_batches_tracked
-    return (
-        (tracked is None or int(tracked) == 0)
-        and bool(torch.all(bn.running_mean == 0))
-        and bool(torch.all(bn.running_var == 1))
-    )
+    return never_calibrated([bn])[0]
+
+
+def never_calibrated(layers: list[nn.Module]) -> list[bool]:
+    """For each layer: running statistics never updated (num_batches_tracked 0 or absent, mean
+    0, var 1). The tensor tests run for all candidate layers at once."""
+    result = [False] * len(layers)
+    candidates = [
+        i for i, bn in enumerate(layers)
+        if bn.running_mean is not None and (bn.num_batches_tracked is None or int(bn.num_batches_tracked) == 0)
+    ]
+    for rows in _by_device(candidates, lambda i: layers[i].running_mean.device):
+        matrix = _Rows([len(layers[i].running_mean) for i in rows], layers[rows[0]].running_mean.device)
+        mean = matrix.padded([layers[i].running_mean for i in rows], 0.0)
+        var = matrix.padded([layers[i].running_var for i in rows], 1.0)
+        for i, flag in zip(rows, ((mean == 0) & (var == 1)).all(dim=1).tolist()):
+            result[i] = flag
+    return result
+
+
+class _Rows:
+    """Per-channel vectors of several layers as the rows of one matrix, padded: one computation
+    for all layers instead of a few dozen small operations per layer (`pad_sequence` copies
+    row by row; one concatenation and one masked write do not)."""
+
+    def __init__(self, lengths: list[int], device: torch.device):
+        counts = torch.tensor(lengths, device=device)
+        self.real = torch.arange(max(lengths, default=0), device=device) < counts[:, None]
+
+    def padded(self, vectors: list[torch.Tensor], fill: float) -> torch.Tensor:
+        matrix = torch.full(self.real.shape, fill, dtype=torch.float32, device=self.real.device)
+        return matrix.masked_scatter_(self.real, torch.cat([v.float() for v in vectors]))  # row-major order
+
+
+def _by_device(rows: list[int], device_of) -> list[list[int]]:
+    groups: dict[torch.device, list[int]] = {}
+    for row in rows:
+        groups.setdefault(device_of(row), []).append(row)
+    return list(groups.values())
 
 
 @dataclass
@@ -96,41 +128,82 @@ class ChannelStats:
         )
 
 
-def health_of(name: str, bn: nn.Module, observed: ChannelStats | None = None) -> BatchNormHealth:
-    has_stats = bn.running_mean is not None
-    tracked = bn.num_batches_tracked
-    health = BatchNormHealth(
-        module=name,
-        type_name=type(bn).__name__,
-        momentum=bn.momentum,
-        tracked_batches=None if tracked is None else int(tracked),
-        has_running_stats=has_stats,
-        never_calibrated=is_never_calibrated(bn),
-    )
-    if observed is not None and has_stats and observed.count >= 2:
-        running_var = bn.running_var.float()
-        std = (running_var + bn.eps).sqrt()
-        health.mean_shift = float(((observed.mean - bn.running_mean.float()).abs() / std).median())
-        health.var_ratio = float(((observed.var + bn.eps) / (running_var + bn.eps)).median())
-    return health
+def healths_of(layers: list[tuple[str, nn.Module]], observed: dict[str, "ChannelStats"]) -> list[BatchNormHealth]:
+    """The health of each (name, layer); with its observed input statistics, how far its running
+    statistics are from them (median over channels), for all layers at once."""
+    bns = [bn for _, bn in layers]
+    healths = []
+    for (name, bn), uncalibrated in zip(layers, never_calibrated(bns)):
+        tracked = bn.num_batches_tracked
+        healths.append(
+            BatchNormHealth(
+                module=name,
+                type_name=type(bn).__name__,
+                momentum=bn.momentum,
+                tracked_batches=None if tracked is None else int(tracked),
+                has_running_stats=bn.running_mean is not None,
+                never_calibrated=uncalibrated,
+            )
+        )
+    compared = [
+        i for i, (name, bn) in enumerate(layers)
+        if bn.running_mean is not None and name in observed and observed[name].count >= 2
+    ]
+    for rows in _by_device(compared, lambda i: bns[i].running_mean.device):
+        stats = [observed[layers[i][0]] for i in rows]
+        matrix = _Rows([len(s.mean) for s in stats], stats[0].mean.device)
+        eps = torch.tensor([bns[i].eps for i in rows], dtype=torch.float32, device=stats[0].mean.device)[:, None]
+        running_mean = matrix.padded([bns[i].running_mean for i in rows], 0.0)
+        running_var = matrix.padded([bns[i].running_var for i in rows], 1.0)
+        mean = matrix.padded([s.mean for s in stats], 0.0)
+        var = matrix.padded([s.var for s in stats], 1.0)
+        shift = (mean - running_mean).abs() / (running_var + eps).sqrt()
+        ratio = (var + eps) / (running_var + eps)
+        for field, values in (("mean_shift", shift), ("var_ratio", ratio)):
+            for i, median in zip(rows, _row_medians(values, matrix.real)):
+                setattr(healths[i], field, median)
+    return healths
 
 
-def mode_divergence(bn: nn.Module, observed: ChannelStats) -> tuple[float, float]:
-    """(max abs, relative) difference between the layer's training- and eval-mode outputs on
-    the observed input. Both are affine per channel, so the extremes lie at the channel's min
-    or max: exact, with no forward pass."""
-    if bn.running_mean is None:
-        return 0.0, 0.0  # batch statistics in both modes
-    weight = bn.weight.float() if bn.weight is not None else torch.ones_like(observed.mean)
-    bias = bn.bias.float() if bn.bias is not None else torch.zeros_like(observed.mean)
-    train_scale = weight / (observed.var + bn.eps).sqrt()
-    eval_scale = weight / (bn.running_var.float() + bn.eps).sqrt()
-    ends = torch.stack([observed.min, observed.max])
-    train_out = (ends - observed.mean) * train_scale + bias
-    eval_out = (ends - bn.running_mean.float()) * eval_scale + bias
-    max_abs = float((train_out - eval_out).abs().max())
-    scale = max(float(eval_out.abs().max()), float(train_out.abs().max()))
-    return max_abs, (max_abs / scale if scale > 0 else 0.0)
+def _row_medians(values: torch.Tensor, real: torch.Tensor) -> list[float]:
+    """Each row's median over its real entries, as `Tensor.median` gives it (the lower of the
+    two middle values; NaN when a real entry is NaN)."""
+    has_nan = (values.isnan() & real).any(dim=1)
+    medians = values.masked_fill(~real, math.nan).nanmedian(dim=1).values
+    return torch.where(has_nan, math.nan, medians).tolist()
+
+
+def mode_divergences(layers: list[tuple[nn.Module, "ChannelStats"]]) -> list[tuple[float, float]]:
+    """For each (layer, observed input statistics): the (max abs, relative) difference between
+    the layer's training- and eval-mode outputs on that input. Both are affine per channel, so
+    the extremes lie at the channel's min or max: exact, with no forward pass (and computed for
+    all layers at once)."""
+    result = [(0.0, 0.0)] * len(layers)  # without running statistics: batch statistics in both modes
+    rows_with_stats = [i for i, (bn, _) in enumerate(layers) if bn.running_mean is not None]
+    for rows in _by_device(rows_with_stats, lambda i: layers[i][1].mean.device):
+        bns = [layers[i][0] for i in rows]
+        stats = [layers[i][1] for i in rows]
+        matrix = _Rows([len(s.mean) for s in stats], stats[0].mean.device)
+        weight = matrix.padded([bn.weight if bn.weight is not None else torch.ones_like(s.mean) for bn, s in zip(bns, stats)], 0.0)
+        bias = matrix.padded([bn.bias if bn.bias is not None else torch.zeros_like(s.mean) for bn, s in zip(bns, stats)], 0.0)
+        eps = torch.tensor([bn.eps for bn in bns], dtype=torch.float32, device=weight.device)[:, None]
+        running_mean = matrix.padded([bn.running_mean for bn in bns], 0.0)
+        mean = matrix.padded([s.mean for s in stats], 0.0)
+        # Padded channels have weight 0: both outputs 0 there, which changes no maximum.
+        train_scale = weight / (matrix.padded([s.var for s in stats], 1.0) + eps).sqrt()
+        eval_scale = weight / (matrix.padded([bn.running_var for bn in bns], 1.0) + eps).sqrt()
+        largest_diff, largest_train, largest_eval = [], [], []
+        for ends in (matrix.padded([s.min for s in stats], 0.0), matrix.padded([s.max for s in stats], 0.0)):
+            train_out = (ends - mean) * train_scale + bias
+            eval_out = (ends - running_mean) * eval_scale + bias
+            largest_diff.append((train_out - eval_out).abs().amax(dim=1))
+            largest_train.append(train_out.abs().amax(dim=1))
+            largest_eval.append(eval_out.abs().amax(dim=1))
+        maxima = torch.stack([torch.maximum(*largest_diff), torch.maximum(*largest_eval), torch.maximum(*largest_train)])
+        for i, (max_abs, eval_max, train_max) in zip(rows, maxima.T.tolist()):
+            scale = max(eval_max, train_max)
+            result[i] = (max_abs, max_abs / scale if scale > 0 else 0.0)
+    return result
 
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

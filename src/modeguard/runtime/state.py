@@ -58,6 +58,21 @@ class RngState:
             numpy.random.set_state(self.numpy)
 
 
+def parameters_and_buffers(model: nn.Module) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+    """Every parameter and buffer once (as `model.parameters()` and `model.buffers()` give
+    them), in one walk over the modules instead of one per call."""
+    params: list[nn.Parameter] = []
+    buffers: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for group, found in ((module._parameters, params), (module._buffers, buffers)):
+            for tensor in group.values():
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    found.append(tensor)
+    return params, buffers
+
+
 @dataclass
 class TensorState:
     """Copies of every parameter and buffer, and each parameter's `requires_grad`."""
@@ -68,12 +83,8 @@ class TensorState:
 
     @classmethod
     def capture(cls, model: nn.Module) -> "TensorState":
-        tensors = [
-            (t, t.detach().clone())
-            for t in [*model.parameters(), *model.buffers()]
-            if t is not None
-        ]
-        return cls(tensors, [(p, p.requires_grad) for p in model.parameters()])
+        params, buffers = parameters_and_buffers(model)
+        return cls([(t, t.detach().clone()) for t in [*params, *buffers]], [(p, p.requires_grad) for p in params])
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -97,15 +108,22 @@ class TensorState:
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
 
 
+_STATE_TYPES = (torch.Tensor, list, tuple, dict)
+
+
 def _holds_state(value: Any) -> bool:
     """A tensor, or a container with tensors: what a stateful forward keeps on `self`
     (an RNN's hidden state, a KV cache) besides parameters and buffers."""
     if isinstance(value, torch.Tensor):
         return True
-    if isinstance(value, (list, tuple)):
-        return any(_holds_state(v) for v in value)
     if isinstance(value, dict):
-        return any(_holds_state(v) for v in value.values())
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return False
+    # A plain loop: a layer's many `kernel_size`-like tuples of numbers cost one type test each.
+    for item in value:
+        if isinstance(item, _STATE_TYPES) and _holds_state(item):
+            return True
     return False
 
 
@@ -119,13 +137,15 @@ class ModuleAttributes:
 
     @classmethod
     def capture(cls, model: nn.Module) -> "ModuleAttributes":
-        shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+        params, buffers = parameters_and_buffers(model)
+        shared = {id(t): t for t in [*params, *buffers]}
         saved = []
         for module in model.modules():
+            attributes = vars(module)
             state = {
                 key: (value, None if value is None else copy.deepcopy(value, dict(shared)))
-                for key, value in vars(module).items()
-                if key not in _MODULE_INTERNALS and (value is None or _holds_state(value))
+                for key in attributes.keys() - _MODULE_INTERNALS  # one set operation per module
+                if (value := attributes[key]) is None or _holds_state(value)
             }
             if state:
                 saved.append((module, state))
