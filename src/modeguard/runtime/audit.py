@@ -219,8 +219,17 @@ class _Auditor:
         self.findings: list[Finding] = []
         self.snapshot = snapshot
         self.attributes = snapshot.attributes
-        self.shared = shared_objects(model)
+        self._shared: dict[int, Any] | None = None
         self.reuse: ChildCalls | None = None
+        self.batchnorm_layers: list[tuple[str, nn.Module]] = []
+
+    @property
+    def shared(self) -> dict[int, Any]:
+        """The model's modules, parameters and buffers, which copies of captured inputs share:
+        looked up only when some module's input is captured."""
+        if self._shared is None:
+            self._shared = shared_objects(self.model)
+        return self._shared
 
     def add(self, code, severity, message, fix="", module=None, **data) -> None:
         self.findings.append(Finding(code, Severity(severity), message, fix, module, data=data))
@@ -228,9 +237,20 @@ class _Auditor:
     def module_named(self, name: str) -> nn.Module:
         return self.model if name == "<root>" else self.model.get_submodule(name)
 
+    def set_mode(self, training: bool) -> None:
+        """`model.train(training)`. Where no class in the model overrides `train()` or
+        `__setattr__`, each flag is set directly, as `nn.Module.train` would set it, without its
+        per-module `__setattr__` and recursion (a fifth of a small model's forward, four times)."""
+        modules = list(self.model.modules())
+        if not all(type(m).train is nn.Module.train and type(m).__setattr__ is nn.Module.__setattr__ for m in modules):
+            self.model.train(training)
+            return
+        for module in modules:
+            object.__setattr__(module, "training", training)
+
     def prepare(self, training: bool, seed_offset: int = 0) -> None:
         """The captured state before a pass: modes, seed, and any hidden state kept on `self`."""
-        self.model.train(training)
+        self.set_mode(training)
         self.attributes.restore()
         _seed(self.seed + seed_offset)
 
@@ -252,7 +272,8 @@ class _Auditor:
         report.input = self.inputs.description
         report.random_input = self.inputs.random
         self.findings.extend(mode_state_findings(model))
-        batchnorms = {name for name, _ in bnh.batchnorm_layers(model)}
+        self.batchnorm_layers = bnh.batchnorm_layers(model)
+        batchnorms = {name for name, _ in self.batchnorm_layers}
         known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
         # Inputs are captured in the first pass for torch's known layers and for user-defined
         # classes whose code mentions `training`; whether they read it is then measured.
@@ -263,13 +284,15 @@ class _Auditor:
         }
         capture = (set(known) | likely) - batchnorms
         first = PassRecorder(
-            model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture, shared=self.shared
+            model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture,
+            shared=self.shared if capture else {},
         )
-        # Replays reuse what their children computed in this pass (see reuse.py).
+        # Replays reuse what their children computed in this pass (see reuse.py); with nothing
+        # captured there is no replay to serve.
         self.reuse = ChildCalls(
             model, [self.module_named(n) for n in capture], self.snapshot.tensors,
             self.snapshot.stateful_modules(), self.shared,
-        ) if self.snapshot.tensors is not None else None
+        ) if self.snapshot.tensors is not None and capture else None
         try:
             # Prepared outside the watch: a model's own train() (Hugging Face's reads the flag)
             # is the audit's call, not a read in forward.
@@ -362,7 +385,7 @@ class _Auditor:
         )
 
     def check_single_value_batchnorms(self, first: PassRecorder, root_training: bool) -> None:
-        for name, bn in bnh.batchnorm_layers(self.model):
+        for name, bn in self.batchnorm_layers:
             call = first.calls.get(name)
             if call is None or not call.input_shapes:
                 continue
@@ -471,7 +494,7 @@ class _Auditor:
         indices = sorted({size - 1 - round(i * (size - 1) / max(count - 1, 1)) for i in range(count)})
         compared = 0
         for index in indices:
-            self.model.eval()
+            self.set_mode(False)
             self.attributes.restore()
             _seed(self.seed + seed_offset)
             try:
@@ -498,7 +521,7 @@ class _Auditor:
         batched = PassRecorder(self.model, sample=(index, size, self.batch_dim))
         self.forward(False, batched)
         alone = PassRecorder(self.model)
-        self.model.eval()
+        self.set_mode(False)
         self.attributes.restore()
         try:
             with alone.recording():
@@ -522,7 +545,7 @@ class _Auditor:
         return True
 
     def check_batchnorm_health(self, observed: dict, report: AuditReport) -> None:
-        report.batchnorm.extend(bnh.healths_of(bnh.batchnorm_layers(self.model), observed))
+        report.batchnorm.extend(bnh.healths_of(self.batchnorm_layers, observed))
         uncalibrated = [h for h in report.batchnorm if h.never_calibrated]
         calibrated = [h for h in report.batchnorm if h.has_running_stats and not h.never_calibrated]
         for h in uncalibrated:
@@ -671,7 +694,7 @@ class _Auditor:
     def attribute(self, known: dict, reads: FlagReads, first: PassRecorder, report: AuditReport) -> None:
         """The divergence table and MG210, measured: torch's known layers by closed form or
         replay; every user-defined module that read its own flag, by replay."""
-        self.model.eval()  # each replay switches one module's own flag; the rest stays in eval
+        self.set_mode(False)  # each replay switches one module's own flag; the rest stays in eval
         closed_forms = self.batchnorm_divergences(known, first.channel_stats)
         for name, module in self.model.named_modules():
             name = name or "<root>"
