@@ -30,7 +30,7 @@ from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules, r
 from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.reuse import ChildCalls
-from modeguard.runtime.state import Snapshot, preserved
+from modeguard.runtime.state import Snapshot, preserved, set_mode
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
 from modeguard.runtime.trees import batch_size, call_model, leaves, sample_of, take_sample, to_device
 
@@ -237,20 +237,9 @@ class _Auditor:
     def module_named(self, name: str) -> nn.Module:
         return self.model if name == "<root>" else self.model.get_submodule(name)
 
-    def set_mode(self, training: bool) -> None:
-        """`model.train(training)`. Where no class in the model overrides `train()` or
-        `__setattr__`, each flag is set directly, as `nn.Module.train` would set it, without its
-        per-module `__setattr__` and recursion (a fifth of a small model's forward, four times)."""
-        modules = list(self.model.modules())
-        if not all(type(m).train is nn.Module.train and type(m).__setattr__ is nn.Module.__setattr__ for m in modules):
-            self.model.train(training)
-            return
-        for module in modules:
-            object.__setattr__(module, "training", training)
-
     def prepare(self, training: bool, seed_offset: int = 0) -> None:
         """The captured state before a pass: modes, seed, and any hidden state kept on `self`."""
-        self.set_mode(training)
+        set_mode(self.model, training)  # model.train(training) at a fraction of its cost
         self.attributes.restore()
         _seed(self.seed + seed_offset)
 
@@ -494,7 +483,7 @@ class _Auditor:
         indices = sorted({size - 1 - round(i * (size - 1) / max(count - 1, 1)) for i in range(count)})
         compared = 0
         for index in indices:
-            self.set_mode(False)
+            set_mode(self.model, False)
             self.attributes.restore()
             _seed(self.seed + seed_offset)
             try:
@@ -521,7 +510,7 @@ class _Auditor:
         batched = PassRecorder(self.model, sample=(index, size, self.batch_dim))
         self.forward(False, batched)
         alone = PassRecorder(self.model)
-        self.set_mode(False)
+        set_mode(self.model, False)
         self.attributes.restore()
         try:
             with alone.recording():
@@ -694,7 +683,7 @@ class _Auditor:
     def attribute(self, known: dict, reads: FlagReads, first: PassRecorder, report: AuditReport) -> None:
         """The divergence table and MG210, measured: torch's known layers by closed form or
         replay; every user-defined module that read its own flag, by replay."""
-        self.set_mode(False)  # each replay switches one module's own flag; the rest stays in eval
+        set_mode(self.model, False)  # each replay switches one module's own flag; the rest stays in eval
         closed_forms = self.batchnorm_divergences(known, first.channel_stats)
         for name, module in self.model.named_modules():
             name = name or "<root>"

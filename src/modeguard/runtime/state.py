@@ -12,6 +12,26 @@ import torch
 from torch import nn
 
 
+def set_flags(flags: Iterable[tuple[nn.Module, bool]]) -> None:
+    """`module.training = flag` for each pair, through `object.__setattr__` where the class keeps
+    `nn.Module.__setattr__` (for `training` that one ends there too, after a dozen checks)."""
+    for module, flag in flags:
+        if type(module).__setattr__ is nn.Module.__setattr__:
+            object.__setattr__(module, "training", flag)
+        else:
+            module.training = flag
+
+
+def set_mode(model: nn.Module, training: bool) -> None:
+    """`model.train(training)`: the flags set directly unless some class in the model overrides
+    `train()` (then it is called), without `nn.Module.train`'s recursion and `__setattr__`."""
+    modules = list(model.modules())
+    if any(type(m).train is not nn.Module.train for m in modules):
+        model.train(training)
+    else:
+        set_flags((m, training) for m in modules)
+
+
 @dataclass
 class ModuleModes:
     """Each submodule's own `training` flag, restorable exactly (a mixed model stays mixed)."""
@@ -23,8 +43,7 @@ class ModuleModes:
         return cls([(m, m.training) for m in model.modules()])
 
     def restore(self) -> None:
-        for module, flag in self.flags:
-            module.training = flag
+        set_flags(self.flags)
 
 
 @dataclass
