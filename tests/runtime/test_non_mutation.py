@@ -239,3 +239,16 @@ def test_set_mode_calls_a_train_override():
     set_mode(model, True)
     assert model[0].calls == [True]
     assert model[0].linear.training and not model[0].bn.training  # what the override decided
+
+
+def test_all_modules_walks_the_tree_as_modules_does():
+    from modeguard.runtime.state import all_modules, parameters_and_buffers
+
+    shared = nn.Linear(DIM, DIM)
+    inner = nn.Sequential(shared, nn.ReLU(), nn.Sequential(nn.Dropout(), shared))
+    model = nn.Sequential(inner, nn.ModuleList([shared, inner, nn.BatchNorm1d(DIM)]), nn.ModuleDict({"a": nn.Sequential()}))
+    model.add_module("absent", None)
+    model[0].tied = shared  # the same module under another name
+    assert all_modules(model) == list(model.modules())
+    params, buffers = parameters_and_buffers(model)
+    assert params == list(model.parameters()) and buffers == list(model.buffers())

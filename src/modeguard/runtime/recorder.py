@@ -14,7 +14,7 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from modeguard.runtime.batchnorm_health import ChannelStats
 from modeguard.runtime.compare import fingerprint
 from modeguard.runtime.inventory import describe
-from modeguard.runtime.state import parameters_and_buffers
+from modeguard.runtime.state import all_modules, parameters_and_buffers
 from modeguard.runtime.trees import leaves, map_tensors, sample_of
 
 
@@ -47,7 +47,7 @@ def output_print(obj: Any, select=lambda t: t) -> torch.Tensor | None:
 def shared_objects(model: nn.Module) -> dict[int, Any]:
     """The model's modules, parameters and buffers: shared, never copied, by `frozen_copy`."""
     params, buffers = parameters_and_buffers(model)
-    return {id(x): x for x in [*model.modules(), *params, *buffers]}
+    return {id(x): x for x in [*all_modules(model), *params, *buffers]}
 
 
 def frozen_copy(obj: Any, shared: dict[int, Any]) -> Any:

@@ -12,6 +12,22 @@ import torch
 from torch import nn
 
 
+def all_modules(model: nn.Module) -> list[nn.Module]:
+    """`list(model.modules())`, in its order, without its generator frame per nesting level for
+    every module (the audit walks the tree a dozen times)."""
+    found: list[nn.Module] = []
+    seen: set[int] = set()
+    pending = [model]
+    while pending:
+        module = pending.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append(module)
+        pending.extend(reversed([child for child in module._modules.values() if child is not None]))
+    return found
+
+
 def set_flags(flags: Iterable[tuple[nn.Module, bool]]) -> None:
     """`module.training = flag` for each pair, through `object.__setattr__` where the class keeps
     `nn.Module.__setattr__` (for `training` that one ends there too, after a dozen checks)."""
@@ -25,7 +41,7 @@ def set_flags(flags: Iterable[tuple[nn.Module, bool]]) -> None:
 def set_mode(model: nn.Module, training: bool) -> None:
     """`model.train(training)`: the flags set directly unless some class in the model overrides
     `train()` (then it is called), without `nn.Module.train`'s recursion and `__setattr__`."""
-    modules = list(model.modules())
+    modules = all_modules(model)
     if any(type(m).train is not nn.Module.train for m in modules):
         model.train(training)
     else:
@@ -40,7 +56,7 @@ class ModuleModes:
 
     @classmethod
     def capture(cls, model: nn.Module) -> "ModuleModes":
-        return cls([(m, m.training) for m in model.modules()])
+        return cls([(m, m.training) for m in all_modules(model)])
 
     def restore(self) -> None:
         set_flags(self.flags)
@@ -83,7 +99,7 @@ def parameters_and_buffers(model: nn.Module) -> tuple[list[nn.Parameter], list[t
     params: list[nn.Parameter] = []
     buffers: list[torch.Tensor] = []
     seen: set[int] = set()
-    for module in model.modules():
+    for module in all_modules(model):
         for group, found in ((module._parameters, params), (module._buffers, buffers)):
             for tensor in group.values():
                 if tensor is not None and id(tensor) not in seen:
@@ -159,7 +175,7 @@ class ModuleAttributes:
         params, buffers = parameters_and_buffers(model)
         shared = {id(t): t for t in [*params, *buffers]}
         saved = []
-        for module in model.modules():
+        for module in all_modules(model):
             attributes = vars(module)
             state = {
                 key: (value, None if value is None else copy.deepcopy(value, dict(shared)))
