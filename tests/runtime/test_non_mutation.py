@@ -241,8 +241,8 @@ def test_set_mode_calls_a_train_override():
     assert model[0].linear.training and not model[0].bn.training  # what the override decided
 
 
-def test_all_modules_walks_the_tree_as_modules_does():
-    from modeguard.runtime.state import all_modules, parameters_and_buffers
+def test_module_walks_match_torchs_order_names_and_dedup():
+    from modeguard.runtime.state import all_modules, named_modules, parameters_and_buffers
 
     shared = nn.Linear(DIM, DIM)
     inner = nn.Sequential(shared, nn.ReLU(), nn.Sequential(nn.Dropout(), shared))
@@ -252,3 +252,4 @@ def test_all_modules_walks_the_tree_as_modules_does():
     assert all_modules(model) == list(model.modules())
     params, buffers = parameters_and_buffers(model)
     assert params == list(model.parameters()) and buffers == list(model.buffers())
+    assert named_modules(model) == list(model.named_modules())

@@ -30,7 +30,7 @@ from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules, r
 from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.reuse import ChildCalls
-from modeguard.runtime.state import Snapshot, preserved, set_mode
+from modeguard.runtime.state import Snapshot, named_modules, preserved, set_mode
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
 from modeguard.runtime.trees import batch_size, call_model, leaves, sample_of, take_sample, to_device
 
@@ -268,7 +268,7 @@ class _Auditor:
         # classes whose code mentions `training`; whether they read it is then measured.
         likely = {
             name or "<root>"
-            for name, m in model.named_modules()
+            for name, m in named_modules(model)
             if is_user_defined(m) and reads_training_flag(type(m))
         }
         capture = (set(known) | likely) - batchnorms
@@ -685,7 +685,7 @@ class _Auditor:
         replay; every user-defined module that read its own flag, by replay."""
         set_mode(self.model, False)  # each replay switches one module's own flag; the rest stays in eval
         closed_forms = self.batchnorm_divergences(known, first.channel_stats)
-        for name, module in self.model.named_modules():
+        for name, module in named_modules(self.model):
             name = name or "<root>"
             item = known.get(name)
             if item is not None:

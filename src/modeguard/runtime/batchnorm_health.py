@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from modeguard.runtime.inventory import is_batchnorm
+from modeguard.runtime.state import named_modules
 
 # Median over channels of |batch mean - running mean| / running std above which the running
 # statistics do not describe the data; and the factor by which the variances may differ.
@@ -53,35 +54,79 @@ def is_never_calibrated(bn: nn.Module) -> bool:
     return never_calibrated([bn])[0]
 
 
-def never_calibrated(layers: list[nn.Module]) -> list[bool]:
+@dataclass(frozen=True)
+class _Tensors:
+    """A layer's parameters and buffers, each looked up once (`nn.Module.__getattr__` is Python
+    code: hundreds of look-ups cost more than the arithmetic on them)."""
+
+    running_mean: torch.Tensor | None
+    running_var: torch.Tensor | None
+    tracked: torch.Tensor | None
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+
+    @classmethod
+    def of(cls, bn: nn.Module) -> "_Tensors":
+        return cls(bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.weight, bn.bias)
+
+
+def never_calibrated(layers: list[nn.Module], tensors: list[_Tensors] | None = None) -> list[bool]:
     """For each layer: running statistics never updated (num_batches_tracked 0 or absent, mean
     0, var 1). The tensor tests run for all candidate layers at once."""
+    tensors = tensors or [_Tensors.of(bn) for bn in layers]
     result = [False] * len(layers)
     candidates = [
-        i for i, bn in enumerate(layers)
-        if bn.running_mean is not None and (bn.num_batches_tracked is None or int(bn.num_batches_tracked) == 0)
+        i for i, t in enumerate(tensors)
+        if t.running_mean is not None and (t.tracked is None or int(t.tracked) == 0)
     ]
-    for rows in _by_device(candidates, lambda i: layers[i].running_mean.device):
-        matrix = _Rows([len(layers[i].running_mean) for i in rows], layers[rows[0]].running_mean.device)
-        mean = matrix.padded([layers[i].running_mean for i in rows], 0.0)
-        var = matrix.padded([layers[i].running_var for i in rows], 1.0)
-        for i, flag in zip(rows, ((mean == 0) & (var == 1)).all(dim=1).tolist()):
+    for rows in _by_device(candidates, lambda i: tensors[i].running_mean.device):
+        layers_of = _Segments([tensors[i].running_mean.shape[0] for i in rows], tensors[rows[0]].running_mean.device)
+        placeholder = (layers_of.flat([tensors[i].running_mean for i in rows]) == 0) & (
+            layers_of.flat([tensors[i].running_var for i in rows]) == 1
+        )
+        for i, flag in zip(rows, layers_of.all(placeholder)):
             result[i] = flag
     return result
 
 
-class _Rows:
-    """Per-channel vectors of several layers as the rows of one matrix, padded: one computation
-    for all layers instead of a few dozen small operations per layer (`pad_sequence` copies
-    row by row; one concatenation and one masked write do not)."""
+class _Segments:
+    """Per-channel vectors of several layers, concatenated: one computation for all layers
+    instead of a few dozen small operations per layer, then one reduction per layer."""
 
     def __init__(self, lengths: list[int], device: torch.device):
-        counts = torch.tensor(lengths, device=device)
-        self.real = torch.arange(max(lengths, default=0), device=device) < counts[:, None]
+        self.count = len(lengths)
+        self.lengths = torch.tensor(lengths, device=device)
+        self.layer = torch.repeat_interleave(torch.arange(self.count, device=device), self.lengths)
+        self.starts = torch.cumsum(self.lengths, 0) - self.lengths
 
-    def padded(self, vectors: list[torch.Tensor], fill: float) -> torch.Tensor:
-        matrix = torch.full(self.real.shape, fill, dtype=torch.float32, device=self.real.device)
-        return matrix.masked_scatter_(self.real, torch.cat([v.float() for v in vectors]))  # row-major order
+    @staticmethod
+    def flat(vectors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(vectors).float()  # concatenation is exact, whatever dtypes it promotes to
+
+    def spread(self, values: list[float]) -> torch.Tensor:
+        """One number per layer, repeated for each of its channels."""
+        return torch.tensor(values, dtype=torch.float32, device=self.layer.device)[self.layer]
+
+    def all(self, flags: torch.Tensor) -> list[bool]:
+        misses = torch.zeros(self.count, device=flags.device).index_add_(0, self.layer, (~flags).float())
+        return (misses == 0).tolist()
+
+    def maxima(self, values: torch.Tensor) -> torch.Tensor:
+        """Each layer's maximum of each row of `values` (NaN if a value is NaN)."""
+        rows = values.shape[0]
+        return torch.zeros(rows, self.count, device=values.device).scatter_reduce_(
+            1, self.layer.expand(rows, -1), values, "amax", include_self=False
+        )
+
+    def medians(self, values: torch.Tensor) -> list[float]:
+        """Each layer's median as `Tensor.median` gives it: the lower of the two middle values,
+        NaN when one of its values is NaN (sorted last)."""
+        ordered, order = torch.sort(values, stable=True)
+        grouped = ordered[torch.sort(self.layer[order], stable=True).indices]  # by layer, ascending
+        middle = grouped[(self.starts + (self.lengths - 1) // 2).clamp(min=0)]
+        last = grouped[(self.starts + self.lengths - 1).clamp(min=0)]
+        empty = self.lengths == 0
+        return torch.where(last.isnan() | empty, math.nan, middle).tolist()
 
 
 def _by_device(rows: list[int], device_of) -> list[list[int]]:
@@ -132,45 +177,34 @@ def healths_of(layers: list[tuple[str, nn.Module]], observed: dict[str, "Channel
     """The health of each (name, layer); with its observed input statistics, how far its running
     statistics are from them (median over channels), for all layers at once."""
     bns = [bn for _, bn in layers]
+    tensors = [_Tensors.of(bn) for bn in bns]
     healths = []
-    for (name, bn), uncalibrated in zip(layers, never_calibrated(bns)):
-        tracked = bn.num_batches_tracked
+    for (name, bn), t, uncalibrated in zip(layers, tensors, never_calibrated(bns, tensors)):
         healths.append(
             BatchNormHealth(
                 module=name,
                 type_name=type(bn).__name__,
                 momentum=bn.momentum,
-                tracked_batches=None if tracked is None else int(tracked),
-                has_running_stats=bn.running_mean is not None,
+                tracked_batches=None if t.tracked is None else int(t.tracked),
+                has_running_stats=t.running_mean is not None,
                 never_calibrated=uncalibrated,
             )
         )
     compared = [
-        i for i, (name, bn) in enumerate(layers)
-        if bn.running_mean is not None and name in observed and observed[name].count >= 2
+        i for i, (name, _) in enumerate(layers)
+        if tensors[i].running_mean is not None and name in observed and observed[name].count >= 2
     ]
-    for rows in _by_device(compared, lambda i: bns[i].running_mean.device):
+    for rows in _by_device(compared, lambda i: tensors[i].running_mean.device):
         stats = [observed[layers[i][0]] for i in rows]
-        matrix = _Rows([len(s.mean) for s in stats], stats[0].mean.device)
-        eps = torch.tensor([bns[i].eps for i in rows], dtype=torch.float32, device=stats[0].mean.device)[:, None]
-        running_mean = matrix.padded([bns[i].running_mean for i in rows], 0.0)
-        running_var = matrix.padded([bns[i].running_var for i in rows], 1.0)
-        mean = matrix.padded([s.mean for s in stats], 0.0)
-        var = matrix.padded([s.var for s in stats], 1.0)
-        shift = (mean - running_mean).abs() / (running_var + eps).sqrt()
-        ratio = (var + eps) / (running_var + eps)
-        for field, values in (("mean_shift", shift), ("var_ratio", ratio)):
-            for i, median in zip(rows, _row_medians(values, matrix.real)):
-                setattr(healths[i], field, median)
+        layers_of = _Segments([s.mean.shape[0] for s in stats], stats[0].mean.device)
+        eps = layers_of.spread([bns[i].eps for i in rows])
+        running_mean = layers_of.flat([tensors[i].running_mean for i in rows])
+        running_var = layers_of.flat([tensors[i].running_var for i in rows])
+        shift = (layers_of.flat([s.mean for s in stats]) - running_mean).abs() / (running_var + eps).sqrt()
+        ratio = (layers_of.flat([s.var for s in stats]) + eps) / (running_var + eps)
+        for i, mean_shift, var_ratio in zip(rows, layers_of.medians(shift), layers_of.medians(ratio)):
+            healths[i].mean_shift, healths[i].var_ratio = mean_shift, var_ratio
     return healths
-
-
-def _row_medians(values: torch.Tensor, real: torch.Tensor) -> list[float]:
-    """Each row's median over its real entries, as `Tensor.median` gives it (the lower of the
-    two middle values; NaN when a real entry is NaN)."""
-    has_nan = (values.isnan() & real).any(dim=1)
-    medians = values.masked_fill(~real, math.nan).nanmedian(dim=1).values
-    return torch.where(has_nan, math.nan, medians).tolist()
 
 
 def mode_divergences(layers: list[tuple[nn.Module, "ChannelStats"]]) -> list[tuple[float, float]]:
@@ -179,32 +213,35 @@ def mode_divergences(layers: list[tuple[nn.Module, "ChannelStats"]]) -> list[tup
     the extremes lie at the channel's min or max: exact, with no forward pass (and computed for
     all layers at once)."""
     result = [(0.0, 0.0)] * len(layers)  # without running statistics: batch statistics in both modes
-    rows_with_stats = [i for i, (bn, _) in enumerate(layers) if bn.running_mean is not None]
+    tensors = [_Tensors.of(bn) for bn, _ in layers]
+    rows_with_stats = [i for i, t in enumerate(tensors) if t.running_mean is not None]
     for rows in _by_device(rows_with_stats, lambda i: layers[i][1].mean.device):
         bns = [layers[i][0] for i in rows]
         stats = [layers[i][1] for i in rows]
-        matrix = _Rows([len(s.mean) for s in stats], stats[0].mean.device)
-        weight = matrix.padded([bn.weight if bn.weight is not None else torch.ones_like(s.mean) for bn, s in zip(bns, stats)], 0.0)
-        bias = matrix.padded([bn.bias if bn.bias is not None else torch.zeros_like(s.mean) for bn, s in zip(bns, stats)], 0.0)
-        eps = torch.tensor([bn.eps for bn in bns], dtype=torch.float32, device=weight.device)[:, None]
-        running_mean = matrix.padded([bn.running_mean for bn in bns], 0.0)
-        mean = matrix.padded([s.mean for s in stats], 0.0)
-        # Padded channels have weight 0: both outputs 0 there, which changes no maximum.
-        train_scale = weight / (matrix.padded([s.var for s in stats], 1.0) + eps).sqrt()
-        eval_scale = weight / (matrix.padded([bn.running_var for bn in bns], 1.0) + eps).sqrt()
-        largest_diff, largest_train, largest_eval = [], [], []
-        for ends in (matrix.padded([s.min for s in stats], 0.0), matrix.padded([s.max for s in stats], 0.0)):
+        owned = [tensors[i] for i in rows]
+        layers_of = _Segments([s.mean.shape[0] for s in stats], stats[0].mean.device)
+        weight = layers_of.flat([t.weight if t.weight is not None else torch.ones_like(s.mean) for t, s in zip(owned, stats)])
+        bias = layers_of.flat([t.bias if t.bias is not None else torch.zeros_like(s.mean) for t, s in zip(owned, stats)])
+        eps = layers_of.spread([bn.eps for bn in bns])
+        running_mean = layers_of.flat([t.running_mean for t in owned])
+        mean = layers_of.flat([s.mean for s in stats])
+        train_scale = weight / (layers_of.flat([s.var for s in stats]) + eps).sqrt()
+        eval_scale = weight / (layers_of.flat([t.running_var for t in owned]) + eps).sqrt()
+        differences, train_sizes, eval_sizes = [], [], []
+        for ends in (layers_of.flat([s.min for s in stats]), layers_of.flat([s.max for s in stats])):
             train_out = (ends - mean) * train_scale + bias
             eval_out = (ends - running_mean) * eval_scale + bias
-            largest_diff.append((train_out - eval_out).abs().amax(dim=1))
-            largest_train.append(train_out.abs().amax(dim=1))
-            largest_eval.append(eval_out.abs().amax(dim=1))
-        maxima = torch.stack([torch.maximum(*largest_diff), torch.maximum(*largest_eval), torch.maximum(*largest_train)])
-        for i, (max_abs, eval_max, train_max) in zip(rows, maxima.T.tolist()):
+            differences.append((train_out - eval_out).abs())
+            train_sizes.append(train_out.abs())
+            eval_sizes.append(eval_out.abs())
+        largest = layers_of.maxima(
+            torch.stack([torch.maximum(*differences), torch.maximum(*eval_sizes), torch.maximum(*train_sizes)])
+        )
+        for i, (max_abs, eval_max, train_max) in zip(rows, largest.T.tolist()):
             scale = max(eval_max, train_max)
             result[i] = (max_abs, max_abs / scale if scale > 0 else 0.0)
     return result
 
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(name or "<root>", m) for name, m in model.named_modules() if is_batchnorm(m)]
+    return [(name or "<root>", m) for name, m in named_modules(model) if is_batchnorm(m)]

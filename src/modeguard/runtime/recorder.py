@@ -14,7 +14,7 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from modeguard.runtime.batchnorm_health import ChannelStats
 from modeguard.runtime.compare import fingerprint
 from modeguard.runtime.inventory import describe
-from modeguard.runtime.state import all_modules, parameters_and_buffers
+from modeguard.runtime.state import all_modules, named_modules, parameters_and_buffers
 from modeguard.runtime.trees import leaves, map_tensors, sample_of
 
 
@@ -95,10 +95,11 @@ class PassRecorder:
 
     @contextmanager
     def recording(self) -> Iterator["PassRecorder"]:
-        names = {id(m): name or "<root>" for name, m in self.model.named_modules()}
+        walked = named_modules(self.model)
+        names = {id(m): name or "<root>" for name, m in walked}
         handles = []
-        for module in self.model.modules():
-            name = names[id(module)]
+        for name, module in walked:
+            name = name or "<root>"
             if self.only is not None and name not in self.only:
                 continue
             handles.append(

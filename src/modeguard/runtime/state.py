@@ -28,6 +28,23 @@ def all_modules(model: nn.Module) -> list[nn.Module]:
     return found
 
 
+def named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """`list(model.named_modules())`, names and order included, walked the way `all_modules` is."""
+    found: list[tuple[str, nn.Module]] = []
+    seen: set[int] = set()
+    pending = [("", model)]
+    while pending:
+        name, module = pending.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append((name, module))
+        pending.extend(
+            reversed([(f"{name}.{key}" if name else key, child) for key, child in module._modules.items() if child is not None])
+        )
+    return found
+
+
 def set_flags(flags: Iterable[tuple[nn.Module, bool]]) -> None:
     """`module.training = flag` for each pair, through `object.__setattr__` where the class keeps
     `nn.Module.__setattr__` (for `training` that one ends there too, after a dozen checks)."""
@@ -55,8 +72,8 @@ class ModuleModes:
     flags: list[tuple[nn.Module, bool]]
 
     @classmethod
-    def capture(cls, model: nn.Module) -> "ModuleModes":
-        return cls([(m, m.training) for m in all_modules(model)])
+    def capture(cls, model: nn.Module, modules: list[nn.Module] | None = None) -> "ModuleModes":
+        return cls([(m, m.training) for m in (modules if modules is not None else all_modules(model))])
 
     def restore(self) -> None:
         set_flags(self.flags)
@@ -93,13 +110,15 @@ class RngState:
             numpy.random.set_state(self.numpy)
 
 
-def parameters_and_buffers(model: nn.Module) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+def parameters_and_buffers(
+    model: nn.Module, modules: list[nn.Module] | None = None
+) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
     """Every parameter and buffer once (as `model.parameters()` and `model.buffers()` give
     them), in one walk over the modules instead of one per call."""
     params: list[nn.Parameter] = []
     buffers: list[torch.Tensor] = []
     seen: set[int] = set()
-    for module in all_modules(model):
+    for module in modules if modules is not None else all_modules(model):
         for group, found in ((module._parameters, params), (module._buffers, buffers)):
             for tensor in group.values():
                 if tensor is not None and id(tensor) not in seen:
@@ -117,8 +136,8 @@ class TensorState:
     _by_id: dict[int, torch.Tensor] | None = None
 
     @classmethod
-    def capture(cls, model: nn.Module) -> "TensorState":
-        params, buffers = parameters_and_buffers(model)
+    def capture(cls, model: nn.Module, modules: list[nn.Module] | None = None) -> "TensorState":
+        params, buffers = parameters_and_buffers(model, modules)
         return cls([(t, t.detach().clone()) for t in [*params, *buffers]], [(p, p.requires_grad) for p in params])
 
     @torch.no_grad()
@@ -171,11 +190,12 @@ class ModuleAttributes:
     saved: list[tuple[nn.Module, dict[str, tuple[Any, Any]]]]
 
     @classmethod
-    def capture(cls, model: nn.Module) -> "ModuleAttributes":
-        params, buffers = parameters_and_buffers(model)
+    def capture(cls, model: nn.Module, modules: list[nn.Module] | None = None) -> "ModuleAttributes":
+        modules = modules if modules is not None else all_modules(model)
+        params, buffers = parameters_and_buffers(model, modules)
         shared = {id(t): t for t in [*params, *buffers]}
         saved = []
-        for module in all_modules(model):
+        for module in modules:
             attributes = vars(module)
             state = {
                 key: (value, None if value is None else copy.deepcopy(value, dict(shared)))
@@ -227,10 +247,11 @@ class Snapshot:
 @contextmanager
 def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[Snapshot]:
     """Run a block that may switch modes, update buffers or draw random numbers; undo it all."""
-    modes = ModuleModes.capture(model)
+    modules = all_modules(model)
+    modes = ModuleModes.capture(model, modules)
     rng = RngState.capture()
-    saved = TensorState.capture(model) if tensors else None
-    attributes = ModuleAttributes.capture(model)
+    saved = TensorState.capture(model, modules) if tensors else None
+    attributes = ModuleAttributes.capture(model, modules)
     try:
         yield Snapshot(attributes, saved)
     finally:

@@ -8,6 +8,7 @@ from torch import nn
 
 from modeguard.findings import Finding, Severity
 from modeguard.runtime.inventory import describe
+from modeguard.runtime.state import all_modules, named_modules
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ def mixed_mode_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Submodules whose own `training` flag differs from the root's, outermost only."""
     found: list[tuple[str, nn.Module]] = []
     root_mode = model.training
-    for name, module in model.named_modules():
+    for name, module in named_modules(model):
         if name and module.training != root_mode:
             if not any(name.startswith(prefix + ".") for prefix, _ in found):
                 found.append((name, module))
@@ -41,9 +42,9 @@ def contains_mode_sensitive(module: nn.Module) -> bool:
 
 
 def unreached_modules(model: nn.Module) -> list[Unreached]:
-    registered = {id(m) for m in model.modules()}
+    registered = {id(m) for m in all_modules(model)}
     found = []
-    for owner_name, owner in model.named_modules():
+    for owner_name, owner in named_modules(model):
         for attr, value in vars(owner).items():
             # Most attributes of a module are empty hook dicts: skipped before any other test.
             if not isinstance(value, CONTAINERS) or not value or attr in ("_modules", "_parameters", "_buffers"):
