@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import inspect
 import math
-from itertools import chain
 from contextlib import nullcontext
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import torch
