@@ -79,14 +79,23 @@ def never_calibrated(layers: list[nn.Module], tensors: list[_Tensors] | None = N
         i for i, t in enumerate(tensors)
         if t.running_mean is not None and (t.tracked is None or int(t.tracked) == 0)
     ]
+    if len(candidates) == 1:  # one layer (guard() asks per call): no concatenation to pay for
+        t = tensors[candidates[0]]
+        result[candidates[0]] = bool(_placeholder(t.running_mean, t.running_var).all())
+        return result
     for rows in _by_device(candidates, lambda i: tensors[i].running_mean.device):
         layers_of = _Segments([tensors[i].running_mean.shape[0] for i in rows], tensors[rows[0]].running_mean.device)
-        placeholder = (layers_of.flat([tensors[i].running_mean for i in rows]) == 0) & (
-            layers_of.flat([tensors[i].running_var for i in rows]) == 1
+        placeholder = _placeholder(
+            layers_of.flat([tensors[i].running_mean for i in rows]), layers_of.flat([tensors[i].running_var for i in rows])
         )
         for i, flag in zip(rows, layers_of.all(placeholder)):
             result[i] = flag
     return result
+
+
+def _placeholder(running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
+    """Per channel: the statistics a BatchNorm starts with (mean 0, var 1)."""
+    return (running_mean == 0) & (running_var == 1)
 
 
 class _Segments:
