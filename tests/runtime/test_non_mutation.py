@@ -172,3 +172,84 @@ def test_first_audit_in_a_fresh_process_keeps_python_random_state():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.strip() == "True", result.stderr
+
+
+class WritesThroughData(nn.Module):
+    """Writes its weight and a buffer through `.data` in forward: no version counter sees it."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(DIM, DIM)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        self.linear.weight.data.mul_(1.5)
+        self.calls.data += 1
+        return self.linear(x)
+
+
+def test_audit_restores_parameters_written_through_data_in_forward():
+    model = WritesThroughData()
+    weight = model.linear.weight
+    pointer = weight.data_ptr()
+    x = torch.randn(3, DIM)
+    before = snapshot(model)
+    audit(model, x)
+    assert_same(before, snapshot(model))
+    assert model.linear.weight is weight and weight.data_ptr() == pointer  # the same storage, restored in place
+
+
+class OwnTrain(nn.Module):
+    """Overrides train(): keeps its BatchNorm frozen in eval whatever the mode asked."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(DIM)
+        self.linear = nn.Linear(DIM, DIM)
+        self.calls = []
+
+    def train(self, mode=True):
+        self.calls.append(mode)
+        super().train(mode)
+        self.bn.eval()
+        return self
+
+    def forward(self, x):
+        return self.linear(self.bn(x))
+
+
+@given(modes=st.lists(st.booleans(), min_size=5, max_size=5), training=st.booleans())
+def test_set_mode_sets_the_flags_model_train_sets(modes, training):
+    from modeguard.runtime.state import set_mode
+
+    built = [nn.Sequential(nn.Linear(DIM, DIM), nn.Sequential(nn.Dropout(), nn.BatchNorm1d(DIM))) for _ in range(2)]
+    for model in built:
+        for module, mode in zip(model.modules(), modes):
+            module.training = mode
+    built[0].train(training)
+    set_mode(built[1], training)
+    assert [m.training for m in built[0].modules()] == [m.training for m in built[1].modules()]
+    assert all("training" in vars(m) for m in built[1].modules())
+
+
+def test_set_mode_calls_a_train_override():
+    from modeguard.runtime.state import set_mode
+
+    model = nn.Sequential(OwnTrain())
+    set_mode(model, True)
+    assert model[0].calls == [True]
+    assert model[0].linear.training and not model[0].bn.training  # what the override decided
+
+
+def test_module_walks_match_torchs_order_names_and_dedup():
+    from modeguard.runtime.state import all_modules, named_modules, parameters_and_buffers
+
+    shared = nn.Linear(DIM, DIM)
+    inner = nn.Sequential(shared, nn.ReLU(), nn.Sequential(nn.Dropout(), shared))
+    model = nn.Sequential(inner, nn.ModuleList([shared, inner, nn.BatchNorm1d(DIM)]), nn.ModuleDict({"a": nn.Sequential()}))
+    model.add_module("absent", None)
+    model[0].tied = shared  # the same module under another name
+    assert all_modules(model) == list(model.modules())
+    params, buffers = parameters_and_buffers(model)
+    assert params == list(model.parameters()) and buffers == list(model.buffers())
+    assert named_modules(model) == list(model.named_modules())

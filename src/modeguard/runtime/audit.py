@@ -7,6 +7,7 @@ import math
 from contextlib import nullcontext
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules, r
 from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.reuse import ChildCalls
-from modeguard.runtime.state import Snapshot, preserved
+from modeguard.runtime.state import Snapshot, named_modules, preserved, set_mode
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
 from modeguard.runtime.trees import batch_size, call_model, leaves, sample_of, take_sample, to_device
 
@@ -200,7 +201,7 @@ def _shape_of(example: Any):
 
 
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
-    for tensor in [*model.parameters(), *model.buffers()]:
+    for tensor in chain(model.parameters(), model.buffers()):  # lazily: the first one decides
         if tensor.is_floating_point():
             return tensor.device, tensor.dtype
     return torch.device("cpu"), None
@@ -218,8 +219,17 @@ class _Auditor:
         self.findings: list[Finding] = []
         self.snapshot = snapshot
         self.attributes = snapshot.attributes
-        self.shared = shared_objects(model)
+        self._shared: dict[int, Any] | None = None
         self.reuse: ChildCalls | None = None
+        self.batchnorm_layers: list[tuple[str, nn.Module]] = []
+
+    @property
+    def shared(self) -> dict[int, Any]:
+        """The model's modules, parameters and buffers, which copies of captured inputs share:
+        looked up only when some module's input is captured."""
+        if self._shared is None:
+            self._shared = shared_objects(self.model)
+        return self._shared
 
     def add(self, code, severity, message, fix="", module=None, **data) -> None:
         self.findings.append(Finding(code, Severity(severity), message, fix, module, data=data))
@@ -229,7 +239,7 @@ class _Auditor:
 
     def prepare(self, training: bool, seed_offset: int = 0) -> None:
         """The captured state before a pass: modes, seed, and any hidden state kept on `self`."""
-        self.model.train(training)
+        set_mode(self.model, training)  # model.train(training) at a fraction of its cost
         self.attributes.restore()
         _seed(self.seed + seed_offset)
 
@@ -251,25 +261,28 @@ class _Auditor:
         report.input = self.inputs.description
         report.random_input = self.inputs.random
         self.findings.extend(mode_state_findings(model))
-        batchnorms = {name for name, _ in bnh.batchnorm_layers(model)}
+        self.batchnorm_layers = bnh.batchnorm_layers(model)
+        batchnorms = {name for name, _ in self.batchnorm_layers}
         known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
         # Inputs are captured in the first pass for torch's known layers and for user-defined
         # classes whose code mentions `training`; whether they read it is then measured.
         likely = {
             name or "<root>"
-            for name, m in model.named_modules()
+            for name, m in named_modules(model)
             if is_user_defined(m) and reads_training_flag(type(m))
         }
         capture = (set(known) | likely) - batchnorms
         first = PassRecorder(
-            model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture, shared=self.shared
+            model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture,
+            shared=self.shared if capture else {},
         )
-        # Replays reuse what their children computed in this pass (see reuse.py).
+        # Replays reuse what their children computed in this pass (see reuse.py); with nothing
+        # captured there is no replay to serve.
         self.reuse = ChildCalls(
             model, [self.module_named(n) for n in capture], self.snapshot.tensors,
             self.snapshot.stateful_modules(), self.shared,
             descend=_takes_targets_argument if self.inputs.targets is not None else lambda child: False,
-        ) if self.snapshot.tensors is not None else None
+        ) if self.snapshot.tensors is not None and capture else None
         try:
             # Prepared outside the watch: a model's own train() (Hugging Face's reads the flag)
             # is the audit's call, not a read in forward.
@@ -362,7 +375,7 @@ class _Auditor:
         )
 
     def check_single_value_batchnorms(self, first: PassRecorder, root_training: bool) -> None:
-        for name, bn in bnh.batchnorm_layers(self.model):
+        for name, bn in self.batchnorm_layers:
             call = first.calls.get(name)
             if call is None or not call.input_shapes:
                 continue
@@ -475,7 +488,7 @@ class _Auditor:
         indices = sorted({size - 1 - round(i * (size - 1) / max(count - 1, 1)) for i in range(count)})
         compared = 0
         for index in indices:
-            self.model.eval()
+            set_mode(self.model, False)
             self.attributes.restore()
             _seed(self.seed + seed_offset)
             try:
@@ -501,7 +514,7 @@ class _Auditor:
         (recorded for sample `index`); False (nothing reported) when a sample alone returns but
         no module's output changes beyond float error."""
         alone = PassRecorder(self.model)
-        self.model.eval()
+        set_mode(self.model, False)
         self.attributes.restore()
         try:
             with alone.recording():
@@ -525,9 +538,7 @@ class _Auditor:
         return True
 
     def check_batchnorm_health(self, observed: dict, report: AuditReport) -> None:
-        layers = bnh.batchnorm_layers(self.model)
-        for name, bn in layers:
-            report.batchnorm.append(bnh.health_of(name, bn, observed.get(name)))
+        report.batchnorm.extend(bnh.healths_of(self.batchnorm_layers, observed))
         uncalibrated = [h for h in report.batchnorm if h.never_calibrated]
         calibrated = [h for h in report.batchnorm if h.has_running_stats and not h.never_calibrated]
         for h in uncalibrated:
@@ -617,12 +628,22 @@ class _Auditor:
                 top1_agreement=primary.top1_agreement,
             )
 
-    @staticmethod
-    def batchnorm_divergence(item, bn, observed) -> ModuleDivergence:
-        if observed.count < 2:
-            return ModuleDivergence(item.name, item.kind, None, None, f"raises in training: {SINGLE_VALUE_ERROR}")
-        max_abs, rel = bnh.mode_divergence(bn, observed)
-        return ModuleDivergence(item.name, item.kind, max_abs, rel)
+    def batchnorm_divergences(self, known: dict, observed: dict) -> dict[str, ModuleDivergence]:
+        """The closed-form divergence of every known BatchNorm with observed input statistics."""
+        rows = {}
+        computed = []
+        for name, stats in observed.items():
+            item = known.get(name)
+            if item is None:
+                continue
+            if stats.count < 2:
+                rows[name] = ModuleDivergence(name, item.kind, None, None, f"raises in training: {SINGLE_VALUE_ERROR}")
+            else:
+                computed.append((name, item))
+        differences = bnh.mode_divergences([(self.module_named(name), observed[name]) for name, _ in computed])
+        for (name, item), (max_abs, rel) in zip(computed, differences):
+            rows[name] = ModuleDivergence(name, item.kind, max_abs, rel)
+        return rows
 
     def replayed_divergence(self, name, kind, module, captured, call) -> ModuleDivergence:
         """Replay the module on a private copy of its captured input (caches included) with only
@@ -666,14 +687,15 @@ class _Auditor:
     def attribute(self, known: dict, reads: FlagReads, first: PassRecorder, report: AuditReport) -> None:
         """The divergence table and MG210, measured: torch's known layers by closed form or
         replay; every user-defined module that read its own flag, by replay."""
-        self.model.eval()  # each replay switches one module's own flag; the rest stays in eval
-        for name, module in self.model.named_modules():
+        set_mode(self.model, False)  # each replay switches one module's own flag; the rest stays in eval
+        closed_forms = self.batchnorm_divergences(known, first.channel_stats)
+        for name, module in named_modules(self.model):
             name = name or "<root>"
             item = known.get(name)
             if item is not None:
                 report.mode_sensitive.append(item)
-                if name in first.channel_stats:
-                    report.divergence.append(self.batchnorm_divergence(item, module, first.channel_stats[name]))
+                if name in closed_forms:
+                    report.divergence.append(closed_forms[name])
                 elif name in first.captured:
                     report.divergence.append(
                         self.replayed_divergence(name, item.kind, module, first.captured[name], first.calls[name])

@@ -337,7 +337,8 @@ def bn_health(
             for handle in handles:
                 handle.remove()
             modes.restore()
-    return BatchNormHealthReport([bnh.health_of(name, bn, _as_channel_stats(observed.get(name))) for name, bn in layers])
+    stats = {name: _as_channel_stats(moments) for name, moments in observed.items()}
+    return BatchNormHealthReport(bnh.healths_of(layers, {name: s for name, s in stats.items() if s is not None}))
 
 
 def _observe(observed, name, bn, args):

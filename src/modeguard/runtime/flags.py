@@ -17,6 +17,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from modeguard.runtime.state import named_modules
+
 MAX_LINES_PER_MODULE = 3
 
 
@@ -86,11 +88,12 @@ def _watched_class(cls: type) -> type:
 @contextmanager
 def watching_flags(model: nn.Module) -> Iterator[FlagReads]:
     """Note every read of a user-defined module's `training` flag inside the block."""
-    names = {id(m): name or "<root>" for name, m in model.named_modules()}
+    walked = named_modules(model)
+    names = {id(m): name or "<root>" for name, m in walked}
     reads = FlagReads()
     swapped: list[tuple[nn.Module, type]] = []
     try:
-        for name, module in model.named_modules():
+        for name, module in walked:
             if not is_user_defined(module):
                 continue
             original = type(module)

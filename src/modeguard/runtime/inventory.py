@@ -11,6 +11,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from modeguard.runtime.state import named_modules
+
 DROPOUT_TYPES = (_DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
@@ -63,7 +65,7 @@ def describe_known(module: nn.Module) -> tuple[str, str] | None:
 def mode_sensitive_modules(model: nn.Module) -> list[ModeSensitive]:
     """Mode-sensitive modules judged without running the model (see `describe`)."""
     found = []
-    for name, module in model.named_modules():
+    for name, module in named_modules(model):
         described = describe(module)
         if described:
             kind, change = described

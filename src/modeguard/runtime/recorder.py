@@ -14,6 +14,7 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from modeguard.runtime.batchnorm_health import ChannelStats
 from modeguard.runtime.compare import fingerprint
 from modeguard.runtime.inventory import describe
+from modeguard.runtime.state import all_modules, named_modules, parameters_and_buffers
 from modeguard.runtime.trees import leaves, map_tensors, sample_of
 
 
@@ -45,7 +46,8 @@ def output_print(obj: Any, select=lambda t: t) -> torch.Tensor | None:
 
 def shared_objects(model: nn.Module) -> dict[int, Any]:
     """The model's modules, parameters and buffers: shared, never copied, by `frozen_copy`."""
-    return {id(x): x for x in [*model.modules(), *model.parameters(), *model.buffers()]}
+    params, buffers = parameters_and_buffers(model)
+    return {id(x): x for x in [*all_modules(model), *params, *buffers]}
 
 
 def frozen_copy(obj: Any, shared: dict[int, Any]) -> Any:
@@ -93,16 +95,18 @@ class PassRecorder:
 
     @contextmanager
     def recording(self) -> Iterator["PassRecorder"]:
-        names = {id(m): name or "<root>" for name, m in self.model.named_modules()}
+        walked = named_modules(self.model)
+        names = {id(m): name or "<root>" for name, m in walked}
         handles = []
-        for module in self.model.modules():
-            name = names[id(module)]
+        for name, module in walked:
+            name = name or "<root>"
             if self.only is not None and name not in self.only:
                 continue
             handles.append(
                 module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True)
             )
-            handles.append(module.register_forward_hook(self._post_hook(name), with_kwargs=True))
+            if self.only is None or name in self.capture_inputs:  # else nothing to do after the call
+                handles.append(module.register_forward_hook(self._post_hook(name), with_kwargs=True))
 
         def global_pre_hook(module, args):
             if id(module) not in names:
@@ -127,13 +131,17 @@ class PassRecorder:
 
     def _pre_hook(self, name: str):
         def hook(module, args, kwargs):
-            self._stack.append(name)
+            if self.only is None:
+                self._stack.append(name)  # the module running now, for modules built in forward
             if name in self.calls:
                 return None
             call = ModuleCall(name, len(self.calls))
             if self.only is None:
                 call.input_print = output_print((args, kwargs), self._select)
-            call.input_shapes = [tuple(t.shape) for _, t in leaves(args)]
+            if len(args) == 1 and type(args[0]) is torch.Tensor:  # most calls: no tree to walk
+                call.input_shapes = [tuple(args[0].shape)]
+            else:
+                call.input_shapes = [tuple(t.shape) for _, t in leaves(args)]
             self.calls[name] = call
             if name in self.capture_inputs:
                 self.captured[name] = frozen_copy((args, kwargs), self.shared)
@@ -145,7 +153,7 @@ class PassRecorder:
 
     def _post_hook(self, name: str):
         def hook(module, args, kwargs, output):
-            if self._stack:
+            if self.only is None and self._stack:
                 self._stack.pop()
             call = self.calls[name]
             if call.output_print is None and (self.only is None or name in self.capture_inputs):

@@ -251,7 +251,7 @@ class ChildCalls:
         for parent in parents:
             self._add_children_of(parent)
         self.calls: dict[int, list[_Call]] = {}
-        self._model_storage = {t.untyped_storage().data_ptr() for t in chain(model.parameters(), model.buffers())}
+        self._model_storage: set[int] | None = None  # looked up at the first recorded call
 
     def _add_children_of(self, parent: nn.Module) -> None:
         for child in _called_children(parent):
@@ -265,6 +265,9 @@ class ChildCalls:
 
     @contextmanager
     def recording(self) -> Iterator[None]:
+        if not self.children:
+            yield
+            return
         with _patched_forwards(self.children.values(), self._recorder):
             yield
 
@@ -335,6 +338,10 @@ class ChildCalls:
     def _aliases(self, output: Any, inputs: list[torch.Tensor]) -> bool:
         """Whether the output shares memory with an input or with the model's tensors: a copy
         would not behave like it under a later in-place write."""
+        if self._model_storage is None:
+            self._model_storage = {
+                t.untyped_storage().data_ptr() for t in chain(self.model.parameters(), self.model.buffers())
+            }
         taken = self._model_storage | {t.untyped_storage().data_ptr() for t in inputs}
         return any(t.untyped_storage().data_ptr() in taken for _, t in leaves(output))
 

@@ -12,6 +12,59 @@ import torch
 from torch import nn
 
 
+def all_modules(model: nn.Module) -> list[nn.Module]:
+    """`list(model.modules())`, in its order, without its generator frame per nesting level for
+    every module (the audit walks the tree a dozen times)."""
+    found: list[nn.Module] = []
+    seen: set[int] = set()
+    pending = [model]
+    while pending:
+        module = pending.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append(module)
+        pending.extend(reversed([child for child in module._modules.values() if child is not None]))
+    return found
+
+
+def named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """`list(model.named_modules())`, names and order included, walked the way `all_modules` is."""
+    found: list[tuple[str, nn.Module]] = []
+    seen: set[int] = set()
+    pending = [("", model)]
+    while pending:
+        name, module = pending.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append((name, module))
+        pending.extend(
+            reversed([(f"{name}.{key}" if name else key, child) for key, child in module._modules.items() if child is not None])
+        )
+    return found
+
+
+def set_flags(flags: Iterable[tuple[nn.Module, bool]]) -> None:
+    """`module.training = flag` for each pair, through `object.__setattr__` where the class keeps
+    `nn.Module.__setattr__` (for `training` that one ends there too, after a dozen checks)."""
+    for module, flag in flags:
+        if type(module).__setattr__ is nn.Module.__setattr__:
+            object.__setattr__(module, "training", flag)
+        else:
+            module.training = flag
+
+
+def set_mode(model: nn.Module, training: bool) -> None:
+    """`model.train(training)`: the flags set directly unless some class in the model overrides
+    `train()` (then it is called), without `nn.Module.train`'s recursion and `__setattr__`."""
+    modules = all_modules(model)
+    if any(type(m).train is not nn.Module.train for m in modules):
+        model.train(training)
+    else:
+        set_flags((m, training) for m in modules)
+
+
 @dataclass
 class ModuleModes:
     """Each submodule's own `training` flag, restorable exactly (a mixed model stays mixed)."""
@@ -19,12 +72,11 @@ class ModuleModes:
     flags: list[tuple[nn.Module, bool]]
 
     @classmethod
-    def capture(cls, model: nn.Module) -> "ModuleModes":
-        return cls([(m, m.training) for m in model.modules()])
+    def capture(cls, model: nn.Module, modules: list[nn.Module] | None = None) -> "ModuleModes":
+        return cls([(m, m.training) for m in (modules if modules is not None else all_modules(model))])
 
     def restore(self) -> None:
-        for module, flag in self.flags:
-            module.training = flag
+        set_flags(self.flags)
 
 
 @dataclass
@@ -58,6 +110,23 @@ class RngState:
             numpy.random.set_state(self.numpy)
 
 
+def parameters_and_buffers(
+    model: nn.Module, modules: list[nn.Module] | None = None
+) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+    """Every parameter and buffer once (as `model.parameters()` and `model.buffers()` give
+    them), in one walk over the modules instead of one per call."""
+    params: list[nn.Parameter] = []
+    buffers: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for module in modules if modules is not None else all_modules(model):
+        for group, found in ((module._parameters, params), (module._buffers, buffers)):
+            for tensor in group.values():
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    found.append(tensor)
+    return params, buffers
+
+
 @dataclass
 class TensorState:
     """Copies of every parameter and buffer, and each parameter's `requires_grad`."""
@@ -67,13 +136,9 @@ class TensorState:
     _by_id: dict[int, torch.Tensor] | None = None
 
     @classmethod
-    def capture(cls, model: nn.Module) -> "TensorState":
-        tensors = [
-            (t, t.detach().clone())
-            for t in [*model.parameters(), *model.buffers()]
-            if t is not None
-        ]
-        return cls(tensors, [(p, p.requires_grad) for p in model.parameters()])
+    def capture(cls, model: nn.Module, modules: list[nn.Module] | None = None) -> "TensorState":
+        params, buffers = parameters_and_buffers(model, modules)
+        return cls([(t, t.detach().clone()) for t in [*params, *buffers]], [(p, p.requires_grad) for p in params])
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -97,15 +162,22 @@ class TensorState:
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
 
 
+_STATE_TYPES = (torch.Tensor, list, tuple, dict)
+
+
 def _holds_state(value: Any) -> bool:
     """A tensor, or a container with tensors: what a stateful forward keeps on `self`
     (an RNN's hidden state, a KV cache) besides parameters and buffers."""
     if isinstance(value, torch.Tensor):
         return True
-    if isinstance(value, (list, tuple)):
-        return any(_holds_state(v) for v in value)
     if isinstance(value, dict):
-        return any(_holds_state(v) for v in value.values())
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return False
+    # A plain loop: a layer's many `kernel_size`-like tuples of numbers cost one type test each.
+    for item in value:
+        if isinstance(item, _STATE_TYPES) and _holds_state(item):
+            return True
     return False
 
 
@@ -118,14 +190,17 @@ class ModuleAttributes:
     saved: list[tuple[nn.Module, dict[str, tuple[Any, Any]]]]
 
     @classmethod
-    def capture(cls, model: nn.Module) -> "ModuleAttributes":
-        shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    def capture(cls, model: nn.Module, modules: list[nn.Module] | None = None) -> "ModuleAttributes":
+        modules = modules if modules is not None else all_modules(model)
+        params, buffers = parameters_and_buffers(model, modules)
+        shared = {id(t): t for t in [*params, *buffers]}
         saved = []
-        for module in model.modules():
+        for module in modules:
+            attributes = vars(module)
             state = {
                 key: (value, None if value is None else copy.deepcopy(value, dict(shared)))
-                for key, value in vars(module).items()
-                if key not in _MODULE_INTERNALS and (value is None or _holds_state(value))
+                for key in attributes.keys() - _MODULE_INTERNALS  # one set operation per module
+                if (value := attributes[key]) is None or _holds_state(value)
             }
             if state:
                 saved.append((module, state))
@@ -172,10 +247,11 @@ class Snapshot:
 @contextmanager
 def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[Snapshot]:
     """Run a block that may switch modes, update buffers or draw random numbers; undo it all."""
-    modes = ModuleModes.capture(model)
+    modules = all_modules(model)
+    modes = ModuleModes.capture(model, modules)
     rng = RngState.capture()
-    saved = TensorState.capture(model) if tensors else None
-    attributes = ModuleAttributes.capture(model)
+    saved = TensorState.capture(model, modules) if tensors else None
+    attributes = ModuleAttributes.capture(model, modules)
     try:
         yield Snapshot(attributes, saved)
     finally:

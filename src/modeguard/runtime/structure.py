@@ -8,6 +8,7 @@ from torch import nn
 
 from modeguard.findings import Finding, Severity
 from modeguard.runtime.inventory import describe
+from modeguard.runtime.state import all_modules, named_modules
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ def mixed_mode_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Submodules whose own `training` flag differs from the root's, outermost only."""
     found: list[tuple[str, nn.Module]] = []
     root_mode = model.training
-    for name, module in model.named_modules():
+    for name, module in named_modules(model):
         if name and module.training != root_mode:
             if not any(name.startswith(prefix + ".") for prefix, _ in found):
                 found.append((name, module))
@@ -41,11 +42,12 @@ def contains_mode_sensitive(module: nn.Module) -> bool:
 
 
 def unreached_modules(model: nn.Module) -> list[Unreached]:
-    registered = {id(m) for m in model.modules()}
+    registered = {id(m) for m in all_modules(model)}
     found = []
-    for owner_name, owner in model.named_modules():
+    for owner_name, owner in named_modules(model):
         for attr, value in vars(owner).items():
-            if attr in ("_modules", "_parameters", "_buffers") or not isinstance(value, CONTAINERS):
+            # Most attributes of a module are empty hook dicts: skipped before any other test.
+            if not isinstance(value, CONTAINERS) or not value or attr in ("_modules", "_parameters", "_buffers"):
                 continue
             prefix = f"{owner_name}.{attr}" if owner_name else attr
             for path, module in _modules_in_container(value, prefix):
@@ -57,19 +59,18 @@ CONTAINERS = (dict, list, tuple)
 
 
 def _modules_in_container(value: object, path: str, depth: int = 0):
-    if depth > 3:
-        return
-    if isinstance(value, dict):
-        items = ((f"{path}[{key!r}]", item) for key, item in value.items())
-    elif isinstance(value, (list, tuple)):
-        items = ((f"{path}[{i}]", item) for i, item in enumerate(value))
-    else:
-        return
-    for item_path, item in items:
+    """Modules in a (nested) dict/list/tuple, with their paths; a path is only formatted for a
+    module or a non-empty container (a layer's `kernel_size` tuple costs one type test per item)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
         if isinstance(item, nn.Module):
-            yield item_path, item
-        else:
-            yield from _modules_in_container(item, item_path, depth + 1)
+            yield _item_path(path, key, value), item
+        elif depth < 3 and isinstance(item, CONTAINERS) and item:
+            yield from _modules_in_container(item, _item_path(path, key, value), depth + 1)
+
+
+def _item_path(path: str, key: object, container: object) -> str:
+    return f"{path}[{key!r}]" if isinstance(container, dict) else f"{path}[{key}]"
 
 
 def mode_state_findings(model: nn.Module) -> list[Finding]:
