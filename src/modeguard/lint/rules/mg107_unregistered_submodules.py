@@ -101,7 +101,9 @@ class UnregisteredSubmodules(Rule):
                         attrs.setdefault(attr, (node, node.value))
                     elif attr and _is_wrapper_call(ctx, node.value):
                         wrapped.add(attr)
-            bound = _module_names(ctx, cls)
+            if not attrs:
+                continue  # no plain container on self: nothing to report, skip the walks below
+            bound = None  # names holding modules: walked only for an append of a plain name
             stored = _stored_modules(ctx, cls, assigns_of.get(id(cls), []))
             for node in calls_of.get(id(cls), []):
                 func = node.func
@@ -111,7 +113,9 @@ class UnregisteredSubmodules(Rule):
                     registers = True  # setattr(self, f"fc{i}", fc): registered under another name
                 elif isinstance(func, ast.Attribute) and func.attr in ("append", "extend", "insert"):
                     attr = _self_attr(func.value)
-                    if attr and any(_builds_module(ctx, a) or (isinstance(a, ast.Name) and (a.id, node) in bound) for a in node.args):
+                    if attr in attrs and bound is None and any(isinstance(a, ast.Name) for a in node.args):
+                        bound = _module_names(ctx, cls)
+                    if attr in attrs and any(_builds_module(ctx, a) or (isinstance(a, ast.Name) and (a.id, node) in bound) for a in node.args):
                         appended.setdefault(attr, node)
                 for arg in node.args:  # nn.ModuleList(self.blocks), nn.Sequential(*self.blocks)
                     inner = arg.value if isinstance(arg, ast.Starred) else arg
