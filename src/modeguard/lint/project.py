@@ -1662,9 +1662,10 @@ class ProjectIndex:
         to say nothing."""
         if receiver not in fs.params or depth > 4:
             return None
-        callers = [(caller, item) for caller, item in self.callers(fs)[:MAX_CALLERS] if not self._test_caller(fs, caller)]
-        reasons = []
-        for caller, item in callers:
+        first = None
+        for caller, item in self.callers(fs)[:MAX_CALLERS]:
+            if self._test_caller(fs, caller):
+                continue
             argument = _argument_for(fs, item, receiver)
             if argument is None or "." in argument:
                 return None
@@ -1672,8 +1673,8 @@ class ProjectIndex:
             why = self._layerless_origin(caller, self.events(caller), switch, argument, depth + 1)
             if why is None:
                 return None
-            reasons.append(why)
-        return reasons[0] if reasons else None
+            first = first or why
+        return first
 
     def _holds_passed_modules(self, fs: FunctionSummary, origin: str) -> bool:
         """A project class built with its submodules passed in (`Seq2seq(encoder, decoder)`): its

@@ -330,9 +330,10 @@ class MissingEval(Rule):
                             break
                 if mode is None and companion is not None and receiver.split(".")[0] in fs.params and not project.callers(fs):
                     mode, why = _companion_mode(project, fs, companion[0], receiver)
-                if mode != "train" or (not reason.startswith(TRAINING_FUNCTION_REASONS) and _recalibration(ctx, fs, events, site, receiver)):
-                    continue
-                if _switched_to_train_here(events, site, receiver) and _repeated_sampling(loops.get(id(func), []), nodes[(site.line, site.col)]):
+                if mode != "train" or (
+                    not reason.startswith(TRAINING_FUNCTION_REASONS)
+                    and _recalibration(ctx, fs, events, site, receiver, loops.get(id(func), []), nodes[(site.line, site.col)])
+                ):
                     continue
                 reported.add(receiver)
                 yield self.finding(
@@ -904,9 +905,10 @@ def _switched_after(project, caller, argument, construction) -> bool:
     )
 
 
-def _recalibration(ctx, fs, events, site, receiver) -> bool:
+def _recalibration(ctx, fs, events, site, receiver, loops, call: ast.Call) -> bool:
     """`model.train()` then forwards under no_grad, no backward, no eval() or checkpoint before
-    the train(): BatchNorm recalibration or Monte-Carlo dropout, on purpose."""
+    the train(): BatchNorm recalibration or Monte-Carlo dropout, on purpose; also after an eval()
+    when the forward repeats on one input (Monte-Carlo sampling)."""
     before = [e for e in events if (e.line, e.col) < (site.line, site.col)]
     if _says_calibration(ctx, fs, site) and not any(e.kind in ("backward", "eval", "load") for e in before):
         return True
@@ -915,7 +917,7 @@ def _recalibration(ctx, fs, events, site, receiver) -> bool:
             return False
         if event.kind == "train" and related(event.receiver, receiver) and event.via is None:
             line = ctx.lines[event.line - 1] if 0 < event.line <= len(ctx.lines) else ""
-            if RECALIBRATION_RE.search(line) or RECALIBRATION_RE.search(fs.name):
+            if RECALIBRATION_RE.search(line) or RECALIBRATION_RE.search(fs.name) or _repeated_sampling(loops, call):
                 return True
             if INFERENCE_FUNC_RE.match(fs.name):
                 return False  # an evaluation function that puts the model in training mode
@@ -924,22 +926,12 @@ def _recalibration(ctx, fs, events, site, receiver) -> bool:
     return False
 
 
-def _switched_to_train_here(events, site, receiver) -> bool:
-    """The last thing before the forward that touches the model's mode is this function's own
-    `train()`, with no backward() between: training mode chosen for these forwards."""
-    for event in reversed([e for e in events if (e.line, e.col) < (site.line, site.col)]):
-        if event.kind == "backward":
-            return False
-        if event.kind in ("eval", "train", "load") and event.receiver and related(event.receiver, receiver):
-            return event.kind == "train" and event.via is None
-    return False
-
-
 def _repeated_sampling(loops, call: ast.Call) -> bool:
     """The forward repeats on the same input in a `for _ in range(n)` loop (Monte-Carlo dropout:
     `net.train()`, then `for t in range(100): y_hat.append(net(x))`), which only makes sense if the
-    model is random. An input that the loop changes (generation, batches) is not this, nor a
-    model left in training mode by the training loop (sampling noise of its own, not dropout)."""
+    model is random. An input that the loop changes (generation, batches) is not this. Asked only
+    after the function's own train(): a model the training loop left in training mode may sample
+    noise of its own, with dropout on by accident."""
     inputs = {n.id for arg in (*call.args, *(k.value for k in call.keywords)) for n in ast.walk(arg) if isinstance(n, ast.Name)}
     if not inputs:
         return False
