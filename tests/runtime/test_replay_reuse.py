@@ -3,6 +3,10 @@ child is called exactly as then: a parent whose flag changes nothing costs no re
 its children, and a parent whose training branch changes a child's weights or mode still gets
 the child recomputed (the measured divergence, not the eval output)."""
 
+import random
+
+import numpy
+import pytest
 import torch
 from torch import nn
 
@@ -23,15 +27,24 @@ class Logged(nn.Module):
 
 
 class ReadsFlagToNoEffect(nn.Module):
-    """Reads its own flag (as a log line would) without changing its output."""
+    """Reads its own flag (as a log line would) without changing its output. The dropout after
+    its child makes the training pass differ, so its own flag's effect is measured by a replay
+    (with only that flag on, the dropout stays in eval)."""
 
     def __init__(self):
         super().__init__()
         self.child = Logged()
+        self.dropout = nn.Dropout(0.5)
 
     def forward(self, x):
         CALLS.append(("parent", self.training))
-        return self.child(x) * 2
+        return self.dropout(self.child(x) * 2)
+
+
+class ReadsFlagInAModeFreeModel(ReadsFlagToNoEffect):
+    def __init__(self):
+        super().__init__()
+        self.dropout = nn.Identity()
 
 
 class WritesChildWeightInTraining(nn.Module):
@@ -77,6 +90,16 @@ def test_replay_of_a_parent_whose_flag_changes_nothing_reuses_its_child():
     assert not [f for f in report.findings if f.code == "MG210"]
 
 
+def test_a_module_whose_flag_changes_nothing_in_the_training_pass_is_not_replayed():
+    """In a model with no mode-dependent layer the training pass gives every module the eval
+    pass's input and output: that proves each flag read changes nothing, with no replay."""
+    model = ReadsFlagInAModeFreeModel().eval()
+    CALLS.clear()
+    report = audit(model, _x())
+    assert CALLS.count(("parent", True)) == 1  # the training pass only
+    assert "MG210" not in report.codes() and not report.divergence
+
+
 def test_a_child_whose_weights_the_parent_changes_is_recomputed():
     model = WritesChildWeightInTraining().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -94,6 +117,35 @@ def test_a_child_the_parent_switches_to_training_is_recomputed():
     root = next(d for d in report.divergence if d.module == "<root>")
     assert root.rel is not None and root.rel > 0.1
     assert not any(m.training for m in model.modules())
+
+
+class DrawsFromPythonRandom(nn.Module):
+    """Draws from Python's generator even in eval (the audit seeds only torch's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(DIM, DIM)
+
+    def forward(self, x):
+        CALLS.append(("child", self.training))
+        return self.linear(x) * (1 + random.random())
+
+
+class ReadsFlagAroundARandomChild(ReadsFlagToNoEffect):
+    def __init__(self):
+        super().__init__()
+        self.child = DrawsFromPythonRandom()
+
+
+@pytest.mark.parametrize("generator", ["random", "numpy"])
+def test_a_child_that_draws_from_python_or_numpy_random_is_recomputed(monkeypatch, generator):
+    if generator == "numpy":
+        monkeypatch.setattr(random, "random", lambda: float(numpy.random.rand()))
+    model = ReadsFlagAroundARandomChild().eval()
+    CALLS.clear()
+    audit(model, _x())
+    replay_calls = [CALLS[i + 1] for i, call in enumerate(CALLS[:-1]) if call == ("parent", True)]
+    assert ("child", False) in replay_calls
 
 
 class Head(nn.Module):
@@ -152,11 +204,11 @@ class NeedsTargetsInTraining(nn.Module):
 
 
 def _root_replay_calls() -> list[tuple[str, bool]]:
-    """The calls logged during the root's own-flag replay: after ("root", True) and before the
-    next root call (the training pass comes after the replays)."""
-    start = CALLS.index(("root", True))
-    end = next((i for i in range(start + 1, len(CALLS)) if CALLS[i][0] == "root"), len(CALLS))
-    return CALLS[start + 1:end]
+    """The calls logged during the root's own-flag replay: after its ("root", True), the last
+    one (the training pass comes before the replays), to the end."""
+    assert CALLS.count(("root", True)) == 2  # the training pass and the replay
+    start = len(CALLS) - 1 - CALLS[::-1].index(("root", True))
+    return CALLS[start + 1:]
 
 
 def test_root_replay_with_targets_reuses_what_a_targets_taking_child_calls_as_before():
@@ -217,13 +269,14 @@ class CachedDecoder(nn.Module):
     def __init__(self):
         super().__init__()
         self.blocks = nn.ModuleList([CachedBlock(0), CachedBlock(1)])
+        self.dropout = nn.Dropout(0.5)  # the training pass differs: the decoder is replayed
 
     def forward(self, x):
         scale = 1.0 if self.training else 1.0
         cache = KeyCache(len(self.blocks))
         for block in self.blocks:
             x = block(x, cache)
-        return x * scale, [slot.keys for slot in cache.slots]
+        return self.dropout(x * scale), [slot.keys for slot in cache.slots]
 
 
 class AppendsToItsArgument(nn.Module):
@@ -237,11 +290,12 @@ class KeepsALog(nn.Module):
     def __init__(self):
         super().__init__()
         self.child = AppendsToItsArgument()
+        self.dropout = nn.Dropout(0.5)  # the training pass differs: the parent is replayed
 
     def forward(self, x):
         scale = 1.0 if self.training else 1.0
         log: list = []
-        return self.child(x, log) * scale, torch.stack(log)
+        return self.dropout(self.child(x, log) * scale), torch.stack(log)
 
 
 def test_a_call_that_extends_a_cache_is_reused_with_its_effect_on_the_cache():
@@ -252,7 +306,7 @@ def test_a_call_that_extends_a_cache_is_reused_with_its_effect_on_the_cache():
     # eval pass, sample alone and training pass run both blocks; the decoder's replay none:
     # block 1 found the cache as block 0 had left it in the eval pass.
     assert CALLS.count(("block", 0)) == CALLS.count(("block", 1)) == 3
-    assert "MG210" not in report.codes() and not report.divergence
+    assert "MG210" not in report.codes() and [d.module for d in report.divergence] == ["dropout"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any("forward" in vars(m) for m in model.modules())
 
@@ -262,7 +316,7 @@ def test_a_call_that_changes_a_list_it_was_given_is_not_reused():
     model = KeepsALog().eval()
     CALLS.clear()
     report = audit(model, _x())
-    assert CALLS.count(("appends", None)) == 4  # eval, sample alone, the replay, training
+    assert CALLS.count(("appends", None)) == 4  # eval, sample alone, training, the replay
     assert "MG210" not in report.codes()
 
 
@@ -287,16 +341,17 @@ class UsesAttachedSettings(nn.Module):
     def __init__(self):
         super().__init__()
         self.child = AttachesSettings()
+        self.dropout = nn.Dropout(0.5)  # the training pass differs: the parent is replayed
 
     def forward(self, x):
         scale = 1.0 if self.training else 1.0
         cache = KeyCache(1)
         out = self.child(x, cache)
-        return out * scale * (1.0 if cache.settings is SETTINGS else -1.0)
+        return self.dropout(out * scale * (1.0 if cache.settings is SETTINGS else -1.0))
 
 
 def test_a_call_that_attaches_an_object_from_elsewhere_to_a_cache_is_not_reused():
     CALLS.clear()
     report = audit(UsesAttachedSettings().eval(), _x())
-    assert CALLS.count(("attaches", None)) == 4  # eval, sample alone, the replay, training
+    assert CALLS.count(("attaches", None)) == 4  # eval, sample alone, training, the replay
     assert "MG210" not in report.codes()

@@ -222,6 +222,7 @@ class _Auditor:
         self._shared: dict[int, Any] | None = None
         self.reuse: ChildCalls | None = None
         self.batchnorm_layers: list[tuple[str, nn.Module]] = []
+        self.module_order: dict[str, int] = {}
 
     @property
     def shared(self) -> dict[int, Any]:
@@ -264,13 +265,11 @@ class _Auditor:
         self.batchnorm_layers = bnh.batchnorm_layers(model)
         batchnorms = {name for name, _ in self.batchnorm_layers}
         known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
+        modules = [(name or "<root>", m) for name, m in named_modules(model)]
+        self.module_order = {name: i for i, (name, _) in enumerate(modules)}
         # Inputs are captured in the first pass for torch's known layers and for user-defined
         # classes whose code mentions `training`; whether they read it is then measured.
-        likely = {
-            name or "<root>"
-            for name, m in named_modules(model)
-            if is_user_defined(m) and reads_training_flag(type(m))
-        }
+        likely = {name for name, m in modules if is_user_defined(m) and reads_training_flag(type(m))}
         capture = (set(known) | likely) - batchnorms
         first = PassRecorder(
             model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture,
@@ -303,11 +302,28 @@ class _Auditor:
         self.check_single_value_batchnorms(first, report.training)
         self.check_determinism_and_batch_independence(eval_out, report)
         self.check_batchnorm_health(self.channel_stats(first, batchnorms), report)
-        # Replays before the training pass: it updates BatchNorm buffers that replayed modules'
-        # children (in eval) would then normalize with.
-        self.attribute(known, reads, first, report)
-        self.reuse = None  # what the replays reused: free it before the training pass
-        self.compare_train_eval(eval_out, report)
+        set_mode(model, False)  # each replay switches one module's own flag; the rest stays in eval
+        self.attribute_known_layers(known, first, report)
+        readers = [
+            name for name, _ in modules
+            if name in first.captured and name not in known and (reads.read(name) or name in reads.unwatched)
+        ]
+        # The training pass fingerprints the modules that read their own flag: one that saw the
+        # eval pass's input and gave its output with every flag on needs no replay.
+        train_record = PassRecorder(model, only=set(readers), fingerprinted=set(readers))
+        train_out, train_exc = self.training_pass(train_record)
+        replayed = [name for name in readers if not self.same_in_training(name, first, train_record, train_exc)]
+        if replayed:
+            # The training pass updated BatchNorm buffers (and any state kept on modules) that
+            # the replays would otherwise run with.
+            self.snapshot.tensors.restore()
+            self.attributes.restore()
+            set_mode(model, False)
+            self.attribute_readers(replayed, reads, first, report)
+        self.reuse = None  # what the replays reused
+        self.compare_train_eval(eval_out, train_out, train_exc, report)
+        report.mode_sensitive.sort(key=lambda item: self.module_order[item.name])
+        report.divergence.sort(key=lambda d: -(d.rel if d.rel is not None else math.inf))
         self.check_handed_over_in_training(report)
         if self.inputs.random:
             self.findings = [f for f in self.findings if f.code not in DATA_DEPENDENT]
@@ -576,11 +592,31 @@ class _Auditor:
                     h.module,
                 )
 
-    def compare_train_eval(self, eval_out, report: AuditReport) -> None:
-        targets = self.inputs.targets
+    def training_pass(self, recorder: PassRecorder) -> tuple[Any, Exception | None]:
+        """The whole model in training mode (with the targets): its output, or what it raised."""
         try:
-            train_out = self.forward(True, example=with_targets(self.x, targets))
-        except Exception as exc:  # noqa: BLE001
+            return self.forward(True, recorder, example=with_targets(self.x, self.inputs.targets)), None
+        except Exception as exc:  # noqa: BLE001 - reported by compare_train_eval
+            return None, exc
+
+    def same_in_training(self, name: str, first: PassRecorder, train_record: PassRecorder, train_exc) -> bool:
+        """Whether the module got the eval pass's input in the training pass and gave the eval
+        pass's output: with every flag on, so its own flag alone changes nothing either."""
+        eval_call, train_call = first.calls.get(name), train_record.calls.get(name)
+        if train_exc is not None or eval_call is None or train_call is None:
+            return False
+        if eval_call.output_print is None or train_call.output_print is None or train_call.input_print is None:
+            return False
+        eval_input = output_print(first.captured[name])
+        return (
+            eval_input is not None
+            and fingerprints_match(eval_input, train_call.input_print, self.rtol)
+            and fingerprints_match(eval_call.output_print, train_call.output_print, self.rtol)
+        )
+
+    def compare_train_eval(self, eval_out, train_out, exc: Exception | None, report: AuditReport) -> None:
+        targets = self.inputs.targets
+        if exc is not None:
             if SINGLE_VALUE_ERROR in str(exc):
                 if "MG208" not in {f.code for f in self.findings}:
                     self.add("MG208", "error" if report.training else "warning",
@@ -684,25 +720,24 @@ class _Auditor:
             return ModuleDivergence(name, kind, 0.0, 0.0)
         return ModuleDivergence(name, kind, largest.max_abs, largest.rel)
 
-    def attribute(self, known: dict, reads: FlagReads, first: PassRecorder, report: AuditReport) -> None:
-        """The divergence table and MG210, measured: torch's known layers by closed form or
-        replay; every user-defined module that read its own flag, by replay."""
-        set_mode(self.model, False)  # each replay switches one module's own flag; the rest stays in eval
+    def attribute_known_layers(self, known: dict, first: PassRecorder, report: AuditReport) -> None:
+        """The divergence rows of torch's known layers: BatchNorm by closed form, the others
+        by replay."""
         closed_forms = self.batchnorm_divergences(known, first.channel_stats)
-        for name, module in named_modules(self.model):
-            name = name or "<root>"
-            item = known.get(name)
-            if item is not None:
-                report.mode_sensitive.append(item)
-                if name in closed_forms:
-                    report.divergence.append(closed_forms[name])
-                elif name in first.captured:
-                    report.divergence.append(
-                        self.replayed_divergence(name, item.kind, module, first.captured[name], first.calls[name])
-                    )
-                continue
-            if name not in first.captured or not (reads.read(name) or name in reads.unwatched):
-                continue  # reads no flag, or never called on this input
+        for name, item in known.items():
+            report.mode_sensitive.append(item)
+            if name in closed_forms:
+                report.divergence.append(closed_forms[name])
+            elif name in first.captured:
+                report.divergence.append(
+                    self.replayed_divergence(name, item.kind, self.module_named(name), first.captured[name], first.calls[name])
+                )
+
+    def attribute_readers(self, names: list[str], reads: FlagReads, first: PassRecorder, report: AuditReport) -> None:
+        """MG210 and a divergence row for each user-defined module (of `names`, which read their
+        own flag) whose replay with only its own flag on changes its output."""
+        for name in names:
+            module = self.module_named(name)
             measured = self.replayed_divergence(name, "custom", module, first.captured[name], first.calls[name])
             if measured.error is None and measured.rel <= self.rtol:
                 continue  # reads the flag, but switching it changes nothing here
@@ -727,7 +762,6 @@ class _Auditor:
                 "check that both branches are intended; see the divergence table for its effect",
                 name,
             )
-        report.divergence.sort(key=lambda d: -(d.rel if d.rel is not None else math.inf))
 
 
 def per_sample_leaves(out: Any, index: int, size: int, dim: int) -> dict[str, torch.Tensor]:

@@ -64,8 +64,9 @@ class PassRecorder:
     input shapes, and (for `capture_inputs`) a private copy of its arguments to replay it.
 
     `only` limits the hooks to those modules (hooks on every module of a small-layer model cost
-    more than its forward), and output fingerprints to the captured ones; None watches every
-    module and notes modules built in forward."""
+    more than its forward), output fingerprints to the captured and `fingerprinted` ones and
+    input fingerprints to the `fingerprinted` ones; None watches every module and notes modules
+    built in forward."""
 
     def __init__(
         self,
@@ -75,11 +76,14 @@ class PassRecorder:
         channel_stats: set[str] = frozenset(),
         only: set[str] | None = None,
         shared: dict[int, Any] | None = None,
+        fingerprinted: set[str] = frozenset(),
     ):
         self.model = model
         self.capture_inputs = capture_inputs
         self.shared = shared if shared is not None else shared_objects(model) if capture_inputs else {}
         self.only = only
+        self.fingerprinted = fingerprinted
+        self._output_printed = capture_inputs | fingerprinted
         self.sample = sample  # (index, batch size, batch dim): fingerprint only that sample
         self.calls: dict[str, ModuleCall] = {}
         self.captured: dict[str, tuple[tuple, dict]] = {}
@@ -105,7 +109,7 @@ class PassRecorder:
             handles.append(
                 module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True)
             )
-            if self.only is None or name in self.capture_inputs:  # else nothing to do after the call
+            if self.only is None or name in self._output_printed:  # else nothing to do after the call
                 handles.append(module.register_forward_hook(self._post_hook(name), with_kwargs=True))
 
         def global_pre_hook(module, args):
@@ -136,7 +140,7 @@ class PassRecorder:
             if name in self.calls:
                 return None
             call = ModuleCall(name, len(self.calls))
-            if self.only is None:
+            if self.only is None or name in self.fingerprinted:
                 call.input_print = output_print((args, kwargs), self._select)
             if len(args) == 1 and type(args[0]) is torch.Tensor:  # most calls: no tree to walk
                 call.input_shapes = [tuple(args[0].shape)]
@@ -156,7 +160,7 @@ class PassRecorder:
             if self.only is None and self._stack:
                 self._stack.pop()
             call = self.calls[name]
-            if call.output_print is None and (self.only is None or name in self.capture_inputs):
+            if call.output_print is None and (self.only is None or name in self._output_printed):
                 call.output_print = output_print(output, self._select)
             return None
 

@@ -10,8 +10,9 @@ would give: the same inputs (structure, values, dtypes and strides of plain tens
 and containers, and the whole state of any plain object among them, such as a KV cache), the
 child's own and its submodules' training flags, parameters and buffers as they were (compared
 with the audit's snapshot, so a write through `.data` is seen too), no tensor state kept on its
-modules, and an eval-pass call that drew no random numbers, left its input tensors untouched and
-returned no alias of them or of the model's tensors. Anything else runs the child as usual.
+modules, and an eval-pass call that drew no random numbers (from torch's generators; from
+Python's or numpy's, no call of the pass did), left its input tensors untouched and returned no
+alias of them or of the model's tensors. Anything else runs the child as usual.
 
 A call may change the objects it is given (a decoder layer extends the cache): the eval pass
 describes their state after the call too, and a reuse brings the replay's objects, in place, to
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from modeguard.runtime.flags import is_user_defined
-from modeguard.runtime.state import TensorState
+from modeguard.runtime.state import TensorState, all_modules, parameters_and_buffers
 from modeguard.runtime.trees import leaves
 
 MAX_CALLS = 4  # calls remembered per module (a block called in a loop is reused up to this)
@@ -182,25 +183,26 @@ def _rebuilt(
     return value
 
 
-def _rng_states() -> tuple:
-    """Every generator a forward could draw from (CUDA only once initialized)."""
+def _torch_rng_states() -> tuple:
+    """torch's generators (CUDA only once initialized): compared around every recorded call."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+
+def _same_torch_rng(a: tuple, b: tuple) -> bool:
+    (cpu_a, cuda_a), (cpu_b, cuda_b) = a, b
+    return torch.equal(cpu_a, cpu_b) and (cuda_a is None or all(torch.equal(x, y) for x, y in zip(cuda_a, cuda_b)))
+
+
+def _other_rng_states() -> tuple:
+    """Python's `random` and numpy's global generator: compared once around the whole pass
+    (reading numpy's state costs more than a small layer's forward)."""
     numpy = sys.modules.get("numpy")
-    return (
-        torch.get_rng_state(),
-        torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-        random.getstate(),
-        numpy.random.get_state()[1].copy() if numpy is not None else None,
-    )
+    return random.getstate(), numpy.random.get_state()[1].copy() if numpy is not None else None
 
 
-def _same_rng(a: tuple, b: tuple) -> bool:
-    (cpu_a, cuda_a, py_a, np_a), (cpu_b, cuda_b, py_b, np_b) = a, b
-    return (
-        torch.equal(cpu_a, cpu_b)
-        and (cuda_a is None or all(torch.equal(x, y) for x, y in zip(cuda_a, cuda_b)))
-        and py_a == py_b
-        and (np_a is None or bool((np_a == np_b).all()))
-    )
+def _same_other_rng(a: tuple, b: tuple) -> bool:
+    (py_a, np_a), (py_b, np_b) = a, b
+    return py_a == py_b and (np_a is None or np_b is not None and bool((np_a == np_b).all()))
 
 
 def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -246,6 +248,7 @@ class ChildCalls:
         self.saved = tensors
         self.shared = shared  # the model's modules, parameters and buffers: never copied
         self.children: dict[int, nn.Module] = {}
+        self._subtrees: dict[int, list[nn.Module]] = {}  # each child's modules, itself first
         self._stateful = stateful
         self._descend = descend
         for parent in parents:
@@ -257,9 +260,11 @@ class ChildCalls:
         for child in _called_children(parent):
             if id(child) in self.children or not _worth_reusing(child):
                 continue
-            if self._stateful & {id(m) for m in child.modules()}:
+            subtree = all_modules(child)
+            if self._stateful & {id(m) for m in subtree}:
                 continue
             self.children[id(child)] = child
+            self._subtrees[id(child)] = subtree
             if self._descend(child):
                 self._add_children_of(child)
 
@@ -268,14 +273,17 @@ class ChildCalls:
         if not self.children:
             yield
             return
+        before = _other_rng_states()
         with _patched_forwards(self.children.values(), self._recorder):
             yield
+        if not _same_other_rng(before, _other_rng_states()):
+            self.calls.clear()  # some call drew from Python's or numpy's generator: reuse none
 
     @contextmanager
     def reusing(self, parent: nn.Module) -> Iterator[None]:
         """Every recorded module below `parent` (not only its children: one that runs again
         because its input changed still reuses what it calls as before)."""
-        children = [m for m in parent.modules() if m is not parent and self.calls.get(id(m))]
+        children = [m for m in all_modules(parent) if m is not parent and self.calls.get(id(m))]
         with _patched_forwards(children, self._reuser):
             yield
 
@@ -286,14 +294,14 @@ class ChildCalls:
             if inputs is None:
                 return forward(*args, **kwargs)
             versions = [t._version for t in inputs.tensors]
-            before = _rng_states()
+            before = _torch_rng_states()
             output = forward(*args, **kwargs)
             if (
                 [t._version for t in inputs.tensors] == versions
-                and _same_rng(before, _rng_states())
+                and _same_torch_rng(before, _torch_rng_states())
                 and not self._aliases(output, inputs.tensors)
             ):
-                call = _Call(inputs, versions, _flags(module), None)
+                call = _Call(inputs, versions, _flags(self._subtrees[id(module)]), None)
                 if inputs.mutable and not self._effect_known(call, _described((args, kwargs)), output):
                     return output
                 try:
@@ -340,7 +348,7 @@ class ChildCalls:
         would not behave like it under a later in-place write."""
         if self._model_storage is None:
             self._model_storage = {
-                t.untyped_storage().data_ptr() for t in chain(self.model.parameters(), self.model.buffers())
+                t.untyped_storage().data_ptr() for t in self.shared.values() if isinstance(t, torch.Tensor)
             }
         taken = self._model_storage | {t.untyped_storage().data_ptr() for t in inputs}
         return any(t.untyped_storage().data_ptr() in taken for _, t in leaves(output))
@@ -365,7 +373,8 @@ class ChildCalls:
         inputs = _described((args, kwargs))
         if inputs is None:
             return None
-        flags = _flags(module)
+        subtree = self._subtrees[id(module)]
+        flags = _flags(subtree)
         for call in self.calls[id(module)]:
             if (
                 call.inputs.structure == inputs.structure
@@ -375,7 +384,7 @@ class ChildCalls:
                     t._version == v for t, v in zip(call.after.tensors, call.after_versions)
                 ))
                 and all(_identical(a, b) for a, b in zip(call.inputs.tensors, inputs.tensors))
-                and self.saved.unchanged(chain(module.parameters(), module.buffers()))
+                and self.saved.unchanged(chain(*parameters_and_buffers(module, subtree)))
             ):
                 return call, inputs
         return None
@@ -390,10 +399,10 @@ def _worth_reusing(child: nn.Module) -> bool:
     return next(child.children(), None) is not None or is_user_defined(child)
 
 
-def _flags(module: nn.Module) -> tuple:
+def _flags(modules: list[nn.Module]) -> tuple:
     """The training flags of a module and its submodules, read from the instances' own
     attributes: the audit's flag watcher would count a `.training` read as the model's."""
-    return tuple(vars(m).get("training") for m in module.modules())
+    return tuple(vars(m).get("training") for m in modules)
 
 
 def _called_children(parent: nn.Module) -> Iterator[nn.Module]:
