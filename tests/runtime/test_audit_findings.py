@@ -201,6 +201,39 @@ def test_mg210_custom_training_branch_with_divergence():
     assert report.divergence[0].module == "0" and report.divergence[0].rel > 0
 
 
+class ReadsOnlyWhenConfigured(nn.Module):
+    """Mentions `training`, reads it only with p > 0 (timm's `drop_rate` heads)."""
+
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.p = p
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.fc(x)
+        if self.p > 0:
+            x = F.dropout(x, self.p, training=self.training)
+        return x
+
+
+def test_eval_pass_captures_only_the_inputs_of_modules_that_read_their_flag(monkeypatch):
+    """The sample alone, run first, shows which modules read their flag: only their inputs are
+    copied for replays; with a batch of one (no sample alone) every mention is captured."""
+    from modeguard.runtime import recorder
+
+    copied = []
+    original = recorder.frozen_copy
+    monkeypatch.setattr(recorder, "frozen_copy", lambda obj, shared: copied.append(obj) or original(obj, shared))
+    model = nn.Sequential(ReadsOnlyWhenConfigured(0.0), ReadsOnlyWhenConfigured(0.5)).eval()
+    report = audit(model, torch.randn(4, 8))
+    assert [args[0].shape for args, _ in copied] == [(4, 8)]  # the second module's input only
+    assert [f.module for f in finding(report, "MG210")] == ["1"]
+    copied.clear()
+    report = audit(model, torch.randn(1, 8))
+    assert len(copied) == 2
+    assert [f.module for f in finding(report, "MG210")] == ["1"]
+
+
 def test_mg210_negative_builtin_layers():
     assert "MG210" not in codes(calibrated(Mlp(), data(64)), data(4))
 

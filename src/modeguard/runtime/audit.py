@@ -26,7 +26,7 @@ from modeguard.runtime.compare import (
     worst,
 )
 from modeguard.runtime.flags import FlagReads, is_user_defined, watching_flags
-from modeguard.runtime.inventory import ModeSensitive, mode_sensitive_modules, reads_training_flag
+from modeguard.runtime.inventory import DROPOUT_TYPES, ModeSensitive, mode_sensitive_modules, reads_training_flag
 from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.reuse import ChildCalls
@@ -40,6 +40,7 @@ SINGLE_VALUE_ERROR = "Expected more than 1 value per channel when training"
 TOP1_AGREEMENT_LIMIT = 0.5
 REL_DIFF_LIMIT = 1.0
 DATA_DEPENDENT = {"MG206", "MG211"}  # meaningless on random input
+SAMPLE_SEED_OFFSET = 1  # samples alone run under another seed than the batch: randomness shows
 TARGET_WORDS = ("target", "label")
 
 
@@ -223,6 +224,7 @@ class _Auditor:
         self.reuse: ChildCalls | None = None
         self.batchnorm_layers: list[tuple[str, nn.Module]] = []
         self.module_order: dict[str, int] = {}
+        self.first_alone: dict[str, torch.Tensor] | Exception | None = None
 
     @property
     def shared(self) -> dict[int, Any]:
@@ -267,10 +269,22 @@ class _Auditor:
         known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
         modules = [(name or "<root>", m) for name, m in named_modules(model)]
         self.module_order = {name: i for i, (name, _) in enumerate(modules)}
-        # Inputs are captured in the first pass for torch's known layers and for user-defined
-        # classes whose code mentions `training`; whether they read it is then measured.
-        likely = {name for name, m in modules if is_user_defined(m) and reads_training_flag(type(m))}
-        capture = (set(known) | likely) - batchnorms
+        # The eval pass captures the inputs of torch's known layers and of the user-defined
+        # modules that read their own flag, for replays. Which those are, the first sample alone
+        # tells: it runs first, its flag reads watched. Without it (a batch of one, or a sample
+        # that raises alone), every class whose code mentions `training` is captured.
+        indices, size, _ = self.sample_indices()
+        self.first_alone = None
+        reads_alone = None
+        if indices:
+            self.prepare(False, SAMPLE_SEED_OFFSET)  # outside the watch: HF's train() reads the flag
+            with watching_flags(model, skip=batchnorms) as reads_alone:
+                self.first_alone = self.output_alone(indices[0], size)
+        if reads_alone is not None and not isinstance(self.first_alone, Exception):
+            readers = set(reads_alone.lines) | set(reads_alone.unwatched)
+        else:
+            readers = {name for name, m in modules if is_user_defined(m) and reads_training_flag(type(m))}
+        capture = (set(known) | readers) - batchnorms
         first = PassRecorder(
             model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture,
             shared=self.shared if capture else {},
@@ -286,14 +300,14 @@ class _Auditor:
             # Prepared outside the watch: a model's own train() (Hugging Face's reads the flag)
             # is the audit's call, not a read in forward.
             self.prepare(False)
-            with watching_flags(model) as reads, (self.reuse.recording() if self.reuse else nullcontext()):
+            with watching_flags(model, skip=batchnorms) as reads, (self.reuse.recording() if self.reuse else nullcontext()):
                 eval_out = self.eval_out = self.call(first)
         except Exception as eval_exc:  # noqa: BLE001 - the model's own error, reported
             self.eval_failed(eval_exc, report)
             report.findings = self.findings
             return report
         late = (set(reads.lines) | set(reads.unwatched)) - capture - batchnorms
-        if late:  # read through code outside the class: one more pass to capture their inputs
+        if late:  # read in the batch, not alone (or through code outside the class): one more pass
             more = PassRecorder(model, capture_inputs=late, only=late, shared=self.shared)
             self.forward(False, more)
             first.captured.update(more.captured)
@@ -413,7 +427,7 @@ class _Auditor:
         """One sample alone, under another seed, against the batch: when it matches, the model
         is deterministic and batch-independent in eval for one extra pass of one sample. Else
         a second full pass under that seed tells randomness from samples mixing."""
-        status, index, detail = self.compare_sample_alone(eval_out, seed_offset=1)
+        status, index, detail = self.compare_sample_alone(eval_out)
         if status == "same":
             report.deterministic = report.batch_independent = True
             return
@@ -421,7 +435,7 @@ class _Auditor:
         # The second pass is recorded for that sample: when it proves the model deterministic,
         # it is also the batched pass that finding where samples mix compares with.
         batched = PassRecorder(self.model, sample=(index, size, self.batch_dim)) if status == "differs" else None
-        self.check_determinism(eval_out, self.forward(False, batched, seed_offset=1), report)
+        self.check_determinism(eval_out, self.forward(False, batched, seed_offset=SAMPLE_SEED_OFFSET), report)
         if not report.deterministic:
             return
         if status == "untested":
@@ -488,8 +502,8 @@ class _Auditor:
                 random_ones.append(name)
         return _innermost(random_ones)
 
-    def compare_sample_alone(self, eval_out, seed_offset: int) -> tuple[str, int | None, str | None]:
-        """("same" | "differs" | "untested", sample index, symptom or reason)."""
+    def sample_indices(self) -> tuple[list[int], int | None, str | None]:
+        """The samples compared alone against the batch, the batch size, and why none is."""
         dim = self.batch_dim
         size = batch_size(self.x, dim)
         if size is None or size < 2:
@@ -498,22 +512,35 @@ class _Auditor:
                 if size is not None or any(t.dim() > dim for _, t in leaves(self.x, "input"))
                 else f"no input tensor has a dimension {dim} (--batch-dim)"
             )
-            return "untested", None, reason
+            return [], size, reason
         count = min(size, self.max_samples)
         # The last sample first: a statistic taken across the batch changes every sample.
-        indices = sorted({size - 1 - round(i * (size - 1) / max(count - 1, 1)) for i in range(count)})
+        return sorted({size - 1 - round(i * (size - 1) / max(count - 1, 1)) for i in range(count)}), size, None
+
+    def output_alone(self, index: int, size: int) -> dict[str, torch.Tensor] | Exception:
+        """The model's output leaves for one sample alone (from the prepared state), or what it raised."""
+        try:
+            return dict(leaves(call_model(self.model, take_sample(self.x, index, size, self.batch_dim))))
+        except Exception as exc:  # noqa: BLE001 - a sample that fails alone is the finding
+            return exc
+
+    def compare_sample_alone(self, eval_out) -> tuple[str, int | None, str | None]:
+        """("same" | "differs" | "untested", sample index, symptom or reason)."""
+        indices, size, reason = self.sample_indices()
+        if not indices:
+            return "untested", None, reason
         compared = 0
         for index in indices:
-            set_mode(self.model, False)
-            self.attributes.restore()
-            _seed(self.seed + seed_offset)
-            try:
-                alone = dict(leaves(call_model(self.model, take_sample(self.x, index, size, dim))))
-            except Exception as exc:  # noqa: BLE001 - a sample that fails alone is the finding
-                return "differs", index, f"raises alone ({_one_line(exc)})"
+            if index == indices[0] and self.first_alone is not None:
+                alone = self.first_alone  # run before the eval pass
+            else:
+                self.prepare(False, SAMPLE_SEED_OFFSET)
+                alone = self.output_alone(index, size)
+            if isinstance(alone, Exception):
+                return "differs", index, f"raises alone ({_one_line(alone)})"
             diffs = [
                 leaf_difference(path, sample, alone[path])
-                for path, sample in per_sample_leaves(eval_out, index, size, dim).items()
+                for path, sample in per_sample_leaves(eval_out, index, size, self.batch_dim).items()
                 if path in alone
             ]
             diffs = [d for d in diffs if d.comparable]
@@ -522,7 +549,7 @@ class _Auditor:
             if worst_rel > self.rtol * 10:
                 return "differs", index, f"gives a different output alone (rel diff {worst_rel:.3g})"
         if not compared:
-            return "untested", None, f"no output tensor could be matched to a sample along dim {dim}"
+            return "untested", None, f"no output tensor could be matched to a sample along dim {self.batch_dim}"
         return "same", None, None
 
     def blame_batch_mixing(self, batched: PassRecorder, index: int, size: int, symptom: str) -> bool:
@@ -692,7 +719,8 @@ class _Auditor:
                 if not training and module is self.model:
                     outputs[False] = self.eval_out  # the root's eval replay is the first pass
                     break
-                args, kwargs = frozen_copy(captured, self.shared)
+                # A private copy: the module may change its arguments (a dropout in place, a cache).
+                args, kwargs = captured if _leaves_arguments_alone(module) else frozen_copy(captured, self.shared)
                 if training and module is self.model and self.inputs.targets is not None:
                     args, kwargs = _with_call_targets(args, kwargs, self.inputs.targets)
                 module.training = training  # noqa: MG104 - this module's own flag, on purpose
@@ -778,6 +806,11 @@ def _seed(seed: int) -> None:
     torch.random.default_generator.manual_seed(seed)
     if torch.cuda.is_initialized():
         torch.cuda.manual_seed_all(seed)
+
+
+def _leaves_arguments_alone(module: nn.Module) -> bool:
+    """torch's dropout layers that do not work in place: replayed on the captured input itself."""
+    return type(module).__module__.startswith("torch.") and isinstance(module, DROPOUT_TYPES) and not module.inplace
 
 
 def _needs_targets(error: str | None) -> bool:

@@ -12,7 +12,7 @@ import sys
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Collection, Iterator
 
 import torch
 from torch import nn
@@ -86,15 +86,16 @@ def _watched_class(cls: type) -> type:
 
 
 @contextmanager
-def watching_flags(model: nn.Module) -> Iterator[FlagReads]:
-    """Note every read of a user-defined module's `training` flag inside the block."""
+def watching_flags(model: nn.Module, skip: Collection[str] = ()) -> Iterator[FlagReads]:
+    """Note every read of a user-defined module's `training` flag inside the block, except the
+    `skip` modules' (by name)."""
     walked = named_modules(model)
     names = {id(m): name or "<root>" for name, m in walked}
     reads = FlagReads()
     swapped: list[tuple[nn.Module, type]] = []
     try:
         for name, module in walked:
-            if not is_user_defined(module):
+            if not is_user_defined(module) or (name or "<root>") in skip:
                 continue
             original = type(module)
             try:

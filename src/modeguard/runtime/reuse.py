@@ -197,12 +197,18 @@ def _other_rng_states() -> tuple:
     """Python's `random` and numpy's global generator: compared once around the whole pass
     (reading numpy's state costs more than a small layer's forward)."""
     numpy = sys.modules.get("numpy")
-    return random.getstate(), numpy.random.get_state()[1].copy() if numpy is not None else None
+    return random.getstate(), numpy.random.get_state() if numpy is not None else None
 
 
 def _same_other_rng(a: tuple, b: tuple) -> bool:
+    """Equal states; numpy's compared whole: a draw moves its position, not always its key."""
     (py_a, np_a), (py_b, np_b) = a, b
-    return py_a == py_b and (np_a is None or np_b is not None and bool((np_a == np_b).all()))
+    if py_a != py_b:
+        return False
+    if np_a is None or np_b is None:
+        return np_a is np_b
+    (kind_a, key_a, *rest_a), (kind_b, key_b, *rest_b) = np_a, np_b
+    return kind_a == kind_b and rest_a == rest_b and bool((key_a == key_b).all())
 
 
 def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
