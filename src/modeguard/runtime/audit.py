@@ -224,6 +224,7 @@ class _Auditor:
         self.reuse: ChildCalls | None = None
         self.batchnorm_layers: list[tuple[str, nn.Module]] = []
         self.module_order: dict[str, int] = {}
+        self.modules_by_name: dict[str, nn.Module] = {"<root>": model}
         self.first_alone: dict[str, torch.Tensor] | Exception | None = None
 
     @property
@@ -231,14 +232,14 @@ class _Auditor:
         """The model's modules, parameters and buffers, which copies of captured inputs share:
         looked up only when some module's input is captured."""
         if self._shared is None:
-            self._shared = shared_objects(self.model)
+            self._shared = shared_objects(self.model, self.snapshot.modules)
         return self._shared
 
     def add(self, code, severity, message, fix="", module=None, **data) -> None:
         self.findings.append(Finding(code, Severity(severity), message, fix, module, data=data))
 
     def module_named(self, name: str) -> nn.Module:
-        return self.model if name == "<root>" else self.model.get_submodule(name)
+        return self.modules_by_name[name] if name in self.modules_by_name else self.model.get_submodule(name)
 
     def prepare(self, training: bool, seed_offset: int = 0) -> None:
         """The captured state before a pass: modes, seed, and any hidden state kept on `self`."""
@@ -268,6 +269,7 @@ class _Auditor:
         batchnorms = {name for name, _ in self.batchnorm_layers}
         known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
         modules = [(name or "<root>", m) for name, m in named_modules(model)]
+        self.modules_by_name = dict(modules)
         self.module_order = {name: i for i, (name, _) in enumerate(modules)}
         # The eval pass captures the inputs of torch's known layers and of the user-defined
         # modules that read their own flag, for replays. Which those are, the first sample alone

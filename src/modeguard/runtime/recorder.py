@@ -44,10 +44,12 @@ def output_print(obj: Any, select=lambda t: t) -> torch.Tensor | None:
     return torch.cat(prints) if prints else None
 
 
-def shared_objects(model: nn.Module) -> dict[int, Any]:
-    """The model's modules, parameters and buffers: shared, never copied, by `frozen_copy`."""
-    params, buffers = parameters_and_buffers(model)
-    return {id(x): x for x in [*all_modules(model), *params, *buffers]}
+def shared_objects(model: nn.Module, modules: list[nn.Module] | None = None) -> dict[int, Any]:
+    """The model's modules, parameters and buffers: shared, never copied, by `frozen_copy`.
+    `modules`: the model's `all_modules`, when the caller has them."""
+    modules = modules if modules is not None else all_modules(model)
+    params, buffers = parameters_and_buffers(model, modules)
+    return {id(x): x for x in [*modules, *params, *buffers]}
 
 
 def frozen_copy(obj: Any, shared: dict[int, Any]) -> Any:
@@ -99,6 +101,9 @@ class PassRecorder:
 
     @contextmanager
     def recording(self) -> Iterator["PassRecorder"]:
+        if self.only is not None and not self.only:
+            yield self  # nothing to watch
+            return
         walked = named_modules(self.model)
         names = {id(m): name or "<root>" for name, m in walked}
         handles = []

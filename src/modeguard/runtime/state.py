@@ -230,10 +230,11 @@ class ModuleAttributes:
 @dataclass
 class Snapshot:
     """What `preserved` captured: the tensor attributes (restore() them before each pass of a
-    stateful model) and the parameters and buffers (None when not captured)."""
+    stateful model), the parameters and buffers (None when not captured) and the modules."""
 
     attributes: ModuleAttributes
     tensors: TensorState | None
+    modules: list[nn.Module]
 
     def stateful_modules(self) -> set[int]:
         """ids of the modules that keep tensors on `self` besides parameters and buffers."""
@@ -253,7 +254,7 @@ def preserved(model: nn.Module, *, tensors: bool = True) -> Iterator[Snapshot]:
     saved = TensorState.capture(model, modules) if tensors else None
     attributes = ModuleAttributes.capture(model, modules)
     try:
-        yield Snapshot(attributes, saved)
+        yield Snapshot(attributes, saved, modules)
     finally:
         attributes.restore()
         modes.restore()
