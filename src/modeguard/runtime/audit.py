@@ -264,11 +264,12 @@ class _Auditor:
         report = AuditReport(name, device, dtype, model.training)
         report.input = self.inputs.description
         report.random_input = self.inputs.random
-        self.findings.extend(mode_state_findings(model))
-        self.batchnorm_layers = bnh.batchnorm_layers(model)
+        walked = named_modules(model)  # walked once for the whole audit
+        self.findings.extend(mode_state_findings(model, walked))
+        self.batchnorm_layers = bnh.batchnorm_layers(model, walked)
         batchnorms = {name for name, _ in self.batchnorm_layers}
-        known = {item.name: item for item in mode_sensitive_modules(model) if item.kind != "custom"}
-        modules = [(name or "<root>", m) for name, m in named_modules(model)]
+        known = {item.name: item for item in mode_sensitive_modules(model, walked) if item.kind != "custom"}
+        modules = [(name or "<root>", m) for name, m in walked]
         self.modules_by_name = dict(modules)
         self.module_order = {name: i for i, (name, _) in enumerate(modules)}
         # The eval pass captures the inputs of torch's known layers and of the user-defined
@@ -280,7 +281,7 @@ class _Auditor:
         reads_alone = None
         if indices:
             self.prepare(False, SAMPLE_SEED_OFFSET)  # outside the watch: HF's train() reads the flag
-            with watching_flags(model, skip=batchnorms) as reads_alone:
+            with watching_flags(model, skip=batchnorms, named=walked) as reads_alone:
                 self.first_alone = self.output_alone(indices[0], size)
         if reads_alone is not None and not isinstance(self.first_alone, Exception):
             readers = set(reads_alone.lines) | set(reads_alone.unwatched)
@@ -289,7 +290,7 @@ class _Auditor:
         capture = (set(known) | readers) - batchnorms
         first = PassRecorder(
             model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture,
-            shared=self.shared if capture else {},
+            shared=self.shared if capture else {}, named=walked,
         )
         # Replays reuse what their children computed in this pass (see reuse.py); with nothing
         # captured there is no replay to serve.
@@ -302,7 +303,9 @@ class _Auditor:
             # Prepared outside the watch: a model's own train() (Hugging Face's reads the flag)
             # is the audit's call, not a read in forward.
             self.prepare(False)
-            with watching_flags(model, skip=batchnorms) as reads, (self.reuse.recording() if self.reuse else nullcontext()):
+            with watching_flags(model, skip=batchnorms, named=walked) as reads, (
+                self.reuse.recording() if self.reuse else nullcontext()
+            ):
                 eval_out = self.eval_out = self.call(first)
         except Exception as eval_exc:  # noqa: BLE001 - the model's own error, reported
             self.eval_failed(eval_exc, report)

@@ -252,5 +252,6 @@ def mode_divergences(layers: list[tuple[nn.Module, "ChannelStats"]]) -> list[tup
     return result
 
 
-def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(name or "<root>", m) for name, m in named_modules(model) if is_batchnorm(m)]
+def batchnorm_layers(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None) -> list[tuple[str, nn.Module]]:
+    named = named if named is not None else named_modules(model)
+    return [(name or "<root>", m) for name, m in named if is_batchnorm(m)]

@@ -86,10 +86,12 @@ def _watched_class(cls: type) -> type:
 
 
 @contextmanager
-def watching_flags(model: nn.Module, skip: Collection[str] = ()) -> Iterator[FlagReads]:
+def watching_flags(
+    model: nn.Module, skip: Collection[str] = (), named: list[tuple[str, nn.Module]] | None = None
+) -> Iterator[FlagReads]:
     """Note every read of a user-defined module's `training` flag inside the block, except the
-    `skip` modules' (by name)."""
-    walked = named_modules(model)
+    `skip` modules' (by name). `named`: the model's `named_modules`, when the caller has them."""
+    walked = named if named is not None else named_modules(model)
     names = {id(m): name or "<root>" for name, m in walked}
     reads = FlagReads()
     swapped: list[tuple[nn.Module, type]] = []

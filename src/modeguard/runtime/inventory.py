@@ -62,10 +62,11 @@ def describe_known(module: nn.Module) -> tuple[str, str] | None:
     return None
 
 
-def mode_sensitive_modules(model: nn.Module) -> list[ModeSensitive]:
-    """Mode-sensitive modules judged without running the model (see `describe`)."""
+def mode_sensitive_modules(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None) -> list[ModeSensitive]:
+    """Mode-sensitive modules judged without running the model (see `describe`). `named`: the
+    model's `named_modules`, when the caller has walked them."""
     found = []
-    for name, module in named_modules(model):
+    for name, module in named if named is not None else named_modules(model):
         described = describe(module)
         if described:
             kind, change = described

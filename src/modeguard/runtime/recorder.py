@@ -79,8 +79,10 @@ class PassRecorder:
         only: set[str] | None = None,
         shared: dict[int, Any] | None = None,
         fingerprinted: set[str] = frozenset(),
+        named: list[tuple[str, nn.Module]] | None = None,
     ):
         self.model = model
+        self.named = named  # the model's `named_modules`, when the caller has walked them
         self.capture_inputs = capture_inputs
         self.shared = shared if shared is not None else shared_objects(model) if capture_inputs else {}
         self.only = only
@@ -104,7 +106,7 @@ class PassRecorder:
         if self.only is not None and not self.only:
             yield self  # nothing to watch
             return
-        walked = named_modules(self.model)
+        walked = self.named if self.named is not None else named_modules(self.model)
         names = {id(m): name or "<root>" for name, m in walked}
         handles = []
         for name, module in walked:

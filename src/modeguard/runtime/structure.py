@@ -8,7 +8,7 @@ from torch import nn
 
 from modeguard.findings import Finding, Severity
 from modeguard.runtime.inventory import describe
-from modeguard.runtime.state import all_modules, named_modules
+from modeguard.runtime.state import named_modules
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,12 @@ class Unreached:
         return contains_mode_sensitive(self.module)
 
 
-def mixed_mode_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Submodules whose own `training` flag differs from the root's, outermost only."""
+def mixed_mode_modules(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None) -> list[tuple[str, nn.Module]]:
+    """Submodules whose own `training` flag differs from the root's, outermost only. `named`:
+    the model's `named_modules`, when the caller has walked them."""
     found: list[tuple[str, nn.Module]] = []
     root_mode = model.training
-    for name, module in named_modules(model):
+    for name, module in named if named is not None else named_modules(model):
         if name and module.training != root_mode:
             if not any(name.startswith(prefix + ".") for prefix, _ in found):
                 found.append((name, module))
@@ -41,10 +42,11 @@ def contains_mode_sensitive(module: nn.Module) -> bool:
     return any(describe(m) is not None for m in module.modules())
 
 
-def unreached_modules(model: nn.Module) -> list[Unreached]:
-    registered = {id(m) for m in all_modules(model)}
+def unreached_modules(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None) -> list[Unreached]:
+    named = named if named is not None else named_modules(model)
+    registered = {id(m) for _, m in named}
     found = []
-    for owner_name, owner in named_modules(model):
+    for owner_name, owner in named:
         for attr, value in vars(owner).items():
             # Most attributes of a module are empty hook dicts: skipped before any other test.
             if not isinstance(value, CONTAINERS) or not value or attr in ("_modules", "_parameters", "_buffers"):
@@ -73,12 +75,13 @@ def _item_path(path: str, key: object, container: object) -> str:
     return f"{path}[{key!r}]" if isinstance(container, dict) else f"{path}[{key}]"
 
 
-def mode_state_findings(model: nn.Module) -> list[Finding]:
+def mode_state_findings(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None) -> list[Finding]:
     """MG203 (submodules whose mode differs from the root's) and MG204 (modules in plain
     containers that `.eval()` never reaches): what can be said without running the model."""
+    named = named if named is not None else named_modules(model)
     findings = []
     root_mode = "training" if model.training else "eval"
-    for name, module in mixed_mode_modules(model):
+    for name, module in mixed_mode_modules(model, named):
         mode = "training" if module.training else "eval"
         # A submodule left in training under an eval root drops/normalizes at inference:
         # a bug. A frozen (eval) submodule under a training root is often intentional.
@@ -93,7 +96,7 @@ def mode_state_findings(model: nn.Module) -> list[Finding]:
                 name,
             )
         )
-    for item in unreached_modules(model):
+    for item in unreached_modules(model, named):
         if item.registered_elsewhere:
             continue  # an alias of a registered module: eval() reaches it anyway
         effect = (
