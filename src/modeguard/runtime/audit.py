@@ -284,10 +284,10 @@ class _Auditor:
             with watching_flags(model, skip=batchnorms, named=walked) as reads_alone:
                 self.first_alone = self.output_alone(indices[0], size)
         if reads_alone is not None and not isinstance(self.first_alone, Exception):
-            readers = set(reads_alone.lines) | set(reads_alone.unwatched)
+            may_read = set(reads_alone.lines) | set(reads_alone.unwatched)
         else:
-            readers = {name for name, m in modules if is_user_defined(m) and reads_training_flag(type(m))}
-        capture = (set(known) | readers) - batchnorms
+            may_read = {name for name, m in modules if is_user_defined(m) and reads_training_flag(type(m))}
+        capture = (set(known) | may_read) - batchnorms
         first = PassRecorder(
             model, capture_inputs=capture, channel_stats=batchnorms, only=batchnorms | capture,
             shared=self.shared if capture else {}, named=walked,
@@ -335,7 +335,8 @@ class _Auditor:
         if replayed:
             # The training pass updated BatchNorm buffers (and any state kept on modules) that
             # the replays would otherwise run with.
-            self.snapshot.tensors.restore()
+            if self.snapshot.tensors is not None:
+                self.snapshot.tensors.restore()
             self.attributes.restore()
             set_mode(model, False)
             self.attribute_readers(replayed, reads, first, report)
