@@ -104,9 +104,9 @@ class _Segments:
 
     def __init__(self, lengths: list[int], device: torch.device):
         self.count = len(lengths)
+        self.sizes = lengths
         self.lengths = torch.tensor(lengths, device=device)
         self.layer = torch.repeat_interleave(torch.arange(self.count, device=device), self.lengths)
-        self.starts = torch.cumsum(self.lengths, 0) - self.lengths
 
     @staticmethod
     def flat(vectors: list[torch.Tensor]) -> torch.Tensor:
@@ -129,13 +129,11 @@ class _Segments:
 
     def medians(self, values: torch.Tensor) -> list[float]:
         """Each layer's median as `Tensor.median` gives it: the lower of the two middle values,
-        NaN when one of its values is NaN (sorted last)."""
-        ordered, order = torch.sort(values, stable=True)
-        grouped = ordered[torch.sort(self.layer[order], stable=True).indices]  # by layer, ascending
-        middle = grouped[(self.starts + (self.lengths - 1) // 2).clamp(min=0)]
-        last = grouped[(self.starts + self.lengths - 1).clamp(min=0)]
-        empty = self.lengths == 0
-        return torch.where(last.isnan() | empty, math.nan, middle).tolist()
+        NaN when one of its values is NaN; NaN for a layer without channels. One median per
+        layer: on CPU a sort of all layers' channels together costs several times more."""
+        found = [chunk.median() for chunk in values.split(self.sizes) if chunk.numel()]
+        medians = iter(torch.stack(found).tolist() if found else [])
+        return [next(medians) if size else math.nan for size in self.sizes]
 
 
 def _by_device(rows: list[int], device_of) -> list[list[int]]:
