@@ -816,7 +816,7 @@ def _seed(seed: int) -> None:
 
 def _leaves_arguments_alone(module: nn.Module) -> bool:
     """torch's dropout layers that do not work in place: replayed on the captured input itself."""
-    return type(module).__module__.startswith("torch.") and isinstance(module, DROPOUT_TYPES) and not module.inplace
+    return not is_user_defined(module) and isinstance(module, DROPOUT_TYPES) and not module.inplace
 
 
 def _needs_targets(error: str | None) -> bool:
