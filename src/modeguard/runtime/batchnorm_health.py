@@ -104,9 +104,10 @@ class _Segments:
 
     def __init__(self, lengths: list[int], device: torch.device):
         self.count = len(lengths)
-        self.sizes = lengths
-        self.lengths = torch.tensor(lengths, device=device)
-        self.layer = torch.repeat_interleave(torch.arange(self.count, device=device), self.lengths)
+        self.lengths = lengths
+        self.layer = torch.repeat_interleave(
+            torch.arange(self.count, device=device), torch.tensor(lengths, device=device)
+        )
 
     @staticmethod
     def flat(vectors: list[torch.Tensor]) -> torch.Tensor:
@@ -131,9 +132,9 @@ class _Segments:
         """Each layer's median as `Tensor.median` gives it: the lower of the two middle values,
         NaN when one of its values is NaN; NaN for a layer without channels. One median per
         layer: on CPU a sort of all layers' channels together costs several times more."""
-        found = [chunk.median() for chunk in values.split(self.sizes) if chunk.numel()]
+        found = [chunk.median() for chunk in values.split(self.lengths) if chunk.numel()]
         medians = iter(torch.stack(found).tolist() if found else [])
-        return [next(medians) if size else math.nan for size in self.sizes]
+        return [next(medians) if size else math.nan for size in self.lengths]
 
 
 def _by_device(rows: list[int], device_of) -> list[list[int]]:

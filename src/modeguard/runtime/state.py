@@ -192,16 +192,20 @@ class ModuleAttributes:
     @classmethod
     def capture(cls, model: nn.Module, modules: list[nn.Module] | None = None) -> "ModuleAttributes":
         modules = modules if modules is not None else all_modules(model)
-        params, buffers = parameters_and_buffers(model, modules)
-        shared = {id(t): t for t in [*params, *buffers]}
+        shared: dict[int, torch.Tensor] | None = None  # kept out of the copies: looked up when one is made
         saved = []
         for module in modules:
             attributes = vars(module)
-            state = {
-                key: (value, None if value is None else copy.deepcopy(value, dict(shared)))
-                for key in attributes.keys() - _MODULE_INTERNALS  # one set operation per module
-                if (value := attributes[key]) is None or _holds_state(value)
-            }
+            state = {}
+            for key in attributes.keys() - _MODULE_INTERNALS:  # one set operation per module
+                value = attributes[key]
+                if value is None:
+                    state[key] = (None, None)
+                elif _holds_state(value):
+                    if shared is None:
+                        params, buffers = parameters_and_buffers(model, modules)
+                        shared = {id(t): t for t in [*params, *buffers]}
+                    state[key] = (value, copy.deepcopy(value, dict(shared)))
             if state:
                 saved.append((module, state))
         return cls(saved)
