@@ -1,8 +1,8 @@
 """Audit every model family, in eval and in training mode: no crash, no error-level finding on a
 correct model in eval, every finding listed for checking by hand, and the audit's time as a
 multiple of one eval forward pass (target: 6x or less). The ratio is taken in the process's CPU
-time (one thread), which other work on a shared machine does not inflate; wall-time ratios are
-kept too (`wall_ratio_eval`).
+time (one thread), which other work on a shared machine does not inflate, as the median over
+rounds of paired measurements (`measure`); wall-time ratios are kept too (`wall_ratio_eval`).
 
 Covers every torchvision classification, detection and segmentation model, 40 timm models of
 different families and Hugging Face BERT, GPT-2, T5, ViT and Whisper from small configs. Random
@@ -188,31 +188,67 @@ def huggingface_entries() -> list[tuple[str, str, Callable]]:
             (("bert", bert), ("gpt2", gpt2), ("t5", t5), ("vit", vit), ("whisper", whisper))]
 
 
-def timed_forward(model, example, repeats: int = 3) -> tuple[float, float]:
-    """(wall, CPU) seconds of one eval forward: medians over `repeats`."""
-    model.eval()
-    walls, cpus = [], []
-    with torch.no_grad():
-        call_model(model, example)  # warm-up
-        for _ in range(repeats):
-            start, start_cpu = time.perf_counter(), time.process_time()
+def timed(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def rounds_for(forward_s: float) -> int:
+    """Rounds of measurement: this shared virtual machine's timings of one call vary by
+    +-15%, so cheap models get several (each a few seconds)."""
+    return 5 if forward_s < 0.1 else 3 if forward_s < 1.0 else 1
+
+
+def measure(model, example, targets) -> dict:
+    """The audit's cost in both modes as multiples of one eval forward, and both reports.
+
+    Both are measured warm, the forward after a warm-up call and the audit after a warm-up
+    audit (but for models whose forward takes a second or more). Each round times three
+    forwards (their median), then the audit in each mode: a round's ratios pair measurements
+    taken moments apart, and the result is the median over the rounds (the same in wall time)."""
+    def forward():
+        model.eval()
+        with torch.no_grad():
             call_model(model, example)
-            walls.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - start_cpu)
-    return statistics.median(walls), statistics.median(cpus)
 
+    reports = {}
 
-def audited(model, example, targets, training: bool, runs: int) -> tuple[float, float, Any]:
-    """(wall, CPU) seconds of the audit, each the best of `runs`, and its report. With one
-    thread the process's CPU time is what the audit costs, whatever else shares the machine."""
-    model.train(training)
-    best, best_cpu, report = float("inf"), float("inf"), None
-    for _ in range(runs):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        report = audit(model, example, targets=targets, random_input=True)
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - start_cpu)
-    return best, best_cpu, report
+    def audit_in(training: bool):
+        def run():
+            model.train(training)
+            reports[training] = audit(model, example, targets=targets, random_input=True)
+        return run
+
+    forward()
+    first_wall, _ = timed(forward)
+    if first_wall < 1.0:  # an expensive model's first-call costs are small beside its forward
+        audit_in(False)()
+    ratios: dict[str, list[float]] = {"eval": [], "train": [], "wall_eval": [], "wall_train": []}
+    forwards, forwards_cpu = [], []
+    for _ in range(rounds_for(first_wall)):
+        walls, cpus = zip(*(timed(forward) for _ in range(3)))
+        forward_wall, forward_cpu = statistics.median(walls), statistics.median(cpus)
+        forwards.append(forward_wall)
+        forwards_cpu.append(forward_cpu)
+        for mode, training in (("eval", False), ("train", True)):
+            wall, cpu = timed(audit_in(training))
+            ratios[mode].append(cpu / forward_cpu)
+            ratios[f"wall_{mode}"].append(wall / forward_wall)
+    return {
+        "forward_s": statistics.median(forwards),
+        "forward_cpu_s": statistics.median(forwards_cpu),
+        "rounds": len(forwards),
+        "ratio_eval": statistics.median(ratios["eval"]),
+        "ratio_train": statistics.median(ratios["train"]),
+        "wall_ratio_eval": statistics.median(ratios["wall_eval"]),
+        "wall_ratio_train": statistics.median(ratios["wall_train"]),
+        "ratios_eval": ratios["eval"],
+        "ratios_train": ratios["train"],
+        "eval": summary_of(reports[False]),
+        "train": summary_of(reports[True]),
+    }
 
 
 def summary_of(report) -> dict:
@@ -236,23 +272,7 @@ def run_one(name: str, family: str, build: Callable) -> dict:
     try:
         model, example, targets = build()
         row["input"] = describe_input(example)
-        forward, forward_cpu = timed_forward(model, example)
-        runs = 2 if forward < 0.5 else 1  # cheap models: best of two against timer noise
-        eval_s, eval_cpu, eval_report = audited(model, example, targets, False, runs)
-        train_s, train_cpu, train_report = audited(model, example, targets, True, 1)
-        row.update(
-            forward_s=forward,
-            audit_eval_s=eval_s,
-            audit_train_s=train_s,
-            wall_ratio_eval=eval_s / forward,
-            wall_ratio_train=train_s / forward,
-            forward_cpu_s=forward_cpu,
-            ratio_eval=eval_cpu / forward_cpu,
-            ratio_train=train_cpu / forward_cpu,
-            eval=summary_of(eval_report),
-            train=summary_of(train_report),
-            crash=None,
-        )
+        row.update(measure(model, example, targets), crash=None)
     except Exception as exc:  # noqa: BLE001 - a crash is the result to report
         row["crash"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         row["traceback"] = traceback.format_exc(limit=6)

@@ -102,6 +102,26 @@ def test_mg204_plain_list():
     assert [f.module for f in finding(report, "MG204")] == ["blocks[0]", "blocks[1]"]
 
 
+def test_mg204_tuple_of_a_module_and_numbers_and_not_a_module_used_as_hook():
+    class Tap(nn.Module):
+        def forward(self, module, args, output):
+            return None
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+            self.kernel = (3, 3)  # numbers only: nothing to find
+            self.head = (2, nn.Dropout(0.5))  # a module among numbers is found
+            self.linear.register_forward_hook(Tap())  # a module as hook: not a plain container
+
+        def forward(self, x):
+            return self.head[1](self.linear(x))
+
+    report = audit(Model().eval(), torch.randn(4, 4))
+    assert [(f.module, f.severity.value) for f in finding(report, "MG204")] == [("head[1]", "error")]
+
+
 def test_mg204_negative_module_list_and_aliases():
     class Wrapped(nn.Module):
         def __init__(self):

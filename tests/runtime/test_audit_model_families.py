@@ -197,10 +197,15 @@ def test_audit_on_a_dataloader_uses_real_batches_and_drops_classifier_targets():
 def test_random_input_is_said_and_data_dependent_findings_left_out():
     model = calibrated_classifier()
     noise = torch.randn(8, 8) * 0.1 - 5  # far from the calibration data
-    assert "MG206" in audit(model, noise).codes()
+    given = audit(model, noise)
+    assert "MG206" in given.codes() and given.batchnorm[0].mean_shift > 1
     report = audit(model, noise, random_input=True)
     assert report.random_input and "random input" in report.input
     assert not {"MG206", "MG211"} & report.codes()
+    # The shift from noise is no figure about the data either; the layer's calibration still is.
+    health = report.batchnorm[0]
+    assert health.mean_shift is None and health.var_ratio is None and not health.never_calibrated
+    assert [d.rel for d in report.divergence] == [d.rel for d in given.divergence]  # closed forms kept
     assert "random input" in str(report)
 
 

@@ -30,7 +30,7 @@ from modeguard.runtime.inventory import DROPOUT_TYPES, ModeSensitive, mode_sensi
 from modeguard.runtime.recorder import PassRecorder, frozen_copy, output_print, shared_objects
 from modeguard.runtime.report import AuditReport, ModuleDivergence
 from modeguard.runtime.reuse import ChildCalls
-from modeguard.runtime.state import Snapshot, named_modules, preserved, set_mode
+from modeguard.runtime.state import Snapshot, named_modules, parameters_and_buffers, preserved, set_mode
 from modeguard.runtime.structure import mode_state_findings, unreached_modules
 from modeguard.runtime.trees import batch_size, call_model, leaves, sample_of, take_sample, to_device
 
@@ -86,7 +86,7 @@ def audit(
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"audit() needs a torch.nn.Module, got {type(model).__name__}")
-    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in parameters_and_buffers(model)[0]):
         raise InputError(
             "the model has uninitialized lazy modules; run one forward pass before auditing"
         )
@@ -192,7 +192,8 @@ def with_targets(example: Any, targets: Any) -> Any:
 def _random_description(shape) -> str:
     return (
         f"random input (torch.randn{'' if shape is None else ' ' + str(list(shape))}): findings "
-        "that depend on the data (MG206, MG211) are left out; audit real data to get them"
+        "that depend on the data (MG206, MG211) and BatchNorm statistics' shift from it are "
+        "left out; audit real data to get them"
     )
 
 
@@ -320,7 +321,8 @@ class _Auditor:
 
         self.check_single_value_batchnorms(first, report.training)
         self.check_determinism_and_batch_independence(eval_out, report)
-        self.check_batchnorm_health(self.channel_stats(first, batchnorms), report)
+        # The running statistics' shift from noise says nothing about the data (as MG206).
+        self.check_batchnorm_health({} if self.inputs.random else self.channel_stats(first, batchnorms), report)
         set_mode(model, False)  # each replay switches one module's own flag; the rest stays in eval
         self.attribute_known_layers(known, first, report)
         readers = [

