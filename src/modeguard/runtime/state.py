@@ -181,7 +181,7 @@ def _holds_state(value: Any) -> bool:
         value = value.values()
     elif not isinstance(value, (list, tuple)) or only_plain_values(value):
         return False
-    # A plain loop: a layer's many `kernel_size`-like tuples of numbers cost one type test each.
+    # A plain loop: cheaper than any() over a generator.
     for item in value:
         if isinstance(item, _STATE_TYPES) and _holds_state(item):
             return True
