@@ -112,7 +112,7 @@ def test_mg204_tuple_of_a_module_and_numbers_and_not_a_module_used_as_hook():
             super().__init__()
             self.linear = nn.Linear(4, 4)
             self.kernel = (3, 3)  # numbers only: nothing to find
-            self.head = (2, nn.Dropout(0.5))  # a module among numbers is found
+            self.head = (2, nn.Dropout(0.5))  # noqa: MG107 - a module among numbers is found
             self.linear.register_forward_hook(Tap())  # a module as hook: not a plain container
 
         def forward(self, x):
