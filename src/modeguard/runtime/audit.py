@@ -299,7 +299,7 @@ class _Auditor:
             model, [self.module_named(n) for n in capture], self.snapshot.tensors,
             self.snapshot.stateful_modules(), self.shared,
             descend=_takes_targets_argument if self.inputs.targets is not None else lambda child: False,
-        ) if self.snapshot.tensors is not None and capture else None
+        ) if capture else None
         try:
             # Prepared outside the watch: a model's own train() (Hugging Face's reads the flag)
             # is the audit's call, not a read in forward.
@@ -337,8 +337,7 @@ class _Auditor:
         if replayed:
             # The training pass updated BatchNorm buffers (and any state kept on modules) that
             # the replays would otherwise run with.
-            if self.snapshot.tensors is not None:
-                self.snapshot.tensors.restore()
+            self.snapshot.tensors.restore()
             self.attributes.restore()
             set_mode(model, False)
             self.attribute_readers(replayed, reads, first, report)

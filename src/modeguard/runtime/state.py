@@ -208,7 +208,7 @@ class ModuleAttributes:
                 value = attributes[key]
                 if value is None:
                     state[key] = (None, None)
-                elif type(value) not in _PLAIN_TYPES and _holds_state(value):
+                elif type(value) not in _PLAIN_TYPES and _holds_state(value):  # most are numbers: no call
                     if shared is None:
                         params, buffers = parameters_and_buffers(model, modules)
                         shared = {id(t): t for t in [*params, *buffers]}
