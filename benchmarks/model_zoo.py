@@ -16,7 +16,14 @@ keypoint work that a trained detector does on its detections (up to 100 per imag
 evaluation). That made the eval forward, the unit of the cost ratio, unrepresentatively cheap
 (keypointrcnn: 0.4 s, its training forward 4.1 s); with threshold 0 it is 10.9 s.
 
+`--cli-input` measures the image models (all of torchvision's, timm's) instead on the input
+`modeguard audit torchvision:NAME` / `timm:NAME` gives them by default: a batch of 4 at the
+model's own resolution (224 px; timm's `pretrained_cfg` size), built with the constructor's
+defaults, so detectors resize it to 800 px (results: model_zoo_cli.json; Hugging Face models,
+which the CLI gives no default input, are left out).
+
 Usage: python benchmarks/model_zoo.py [--only REGEX] [--fresh] [--threads 1] [--results NAME]
+       [--cli-input]
 Resumable: models already in benchmarks/results/NAME.json (model_zoo.json) are skipped unless
 --fresh; `--results` keeps a run (another version of modeguard, say) apart.
 """
@@ -38,6 +45,7 @@ from rich.console import Console
 
 from _results import RESULTS, save, table as results_table
 from modeguard import audit
+from modeguard.runtime.loading import DEFAULT_IMAGE_SHAPE
 from modeguard.runtime.state import preserved
 from modeguard.runtime.trees import call_model
 
@@ -58,8 +66,11 @@ eva02_tiny_patch14_224 gcvit_xxtiny
 """.split()
 
 
-def images(size: int) -> torch.Tensor:
-    return torch.randn(BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+CLI_BATCH, CLI_SIZE = DEFAULT_IMAGE_SHAPE[0], DEFAULT_IMAGE_SHAPE[-1]
+
+
+def images(size: int, batch: int = BATCH) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
 def first_working_size(model: torch.nn.Module, sizes=(SMALL, 224, 299)) -> int:
@@ -77,7 +88,7 @@ def first_working_size(model: torch.nn.Module, sizes=(SMALL, 224, 299)) -> int:
     raise RuntimeError("no image size worked")
 
 
-def torchvision_entries() -> list[tuple[str, str, Callable]]:
+def torchvision_entries(cli_input: bool = False) -> list[tuple[str, str, Callable]]:
     import torchvision.models as tvm
 
     from modeguard.runtime.loading import no_pretrained_weights
@@ -86,6 +97,9 @@ def torchvision_entries() -> list[tuple[str, str, Callable]]:
         def build():
             builder = tvm.get_model_builder(name)
             kwargs = no_pretrained_weights(builder)
+            if cli_input:
+                model = builder(**kwargs)
+                return model, images(first_working_size(model, (CLI_SIZE, 299)), CLI_BATCH), None
             if name.startswith("vit_"):  # a fixed image size, set at construction
                 kwargs["image_size"] = int(re.search(r"_(\d+)$", name).group(1)) * 8
                 return builder(**kwargs), images(kwargs["image_size"]), None
@@ -97,18 +111,20 @@ def torchvision_entries() -> list[tuple[str, str, Callable]]:
         def build():
             builder = tvm.get_model_builder(name)
             kwargs = no_pretrained_weights(builder)
-            if not name.startswith("ssd"):
+            if not name.startswith("ssd") and not cli_input:  # else resized to 800 px (SSD: 300/320)
                 kwargs.update(min_size=128, max_size=128)
             # Eval keeps its top detections, as a trained detector does (see the docstring).
             kwargs["box_score_thresh" if "rcnn" in name else "score_thresh"] = 0.0
             model = builder(**kwargs)
-            return model, images(128), detection_targets(name, 128)
+            size, batch = (CLI_SIZE, CLI_BATCH) if cli_input else (128, BATCH)
+            return model, images(size, batch), detection_targets(name, size, batch)
         return build
 
     def segmenter(name):
         def build():
             builder = tvm.get_model_builder(name)
-            return builder(**no_pretrained_weights(builder)), images(SMALL), None
+            example = images(CLI_SIZE, CLI_BATCH) if cli_input else images(SMALL)
+            return builder(**no_pretrained_weights(builder)), example, None
         return build
 
     return [
@@ -118,9 +134,9 @@ def torchvision_entries() -> list[tuple[str, str, Callable]]:
     ]
 
 
-def detection_targets(name: str, size: int) -> list[dict]:
+def detection_targets(name: str, size: int, batch: int) -> list[dict]:
     targets = []
-    for _ in range(BATCH):
+    for _ in range(batch):
         target = {"boxes": torch.tensor([[8.0, 8.0, 72.0, 90.0]]), "labels": torch.tensor([1])}
         if "maskrcnn" in name:
             mask = torch.zeros(1, size, size, dtype=torch.uint8)
@@ -132,14 +148,14 @@ def detection_targets(name: str, size: int) -> list[dict]:
     return targets
 
 
-def timm_entries() -> list[tuple[str, str, Callable]]:
+def timm_entries(cli_input: bool = False) -> list[tuple[str, str, Callable]]:
     import timm
 
     def build_of(name):
         def build():
             model = timm.create_model(name, pretrained=False)
             size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
-            return model, images(size), None
+            return model, images(size, CLI_BATCH if cli_input else BATCH), None
         return build
 
     return [(f"timm:{n}", "timm", build_of(n)) for n in TIMM_MODELS]
@@ -364,10 +380,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument("--markdown", action="store_true", help="print the per-family summary of the results and exit")
-    parser.add_argument("--results", default="model_zoo", help="name of the results file in benchmarks/results")
+    parser.add_argument("--results", help="name of the results file in benchmarks/results "
+                        "(default: model_zoo, with --cli-input model_zoo_cli)")
+    parser.add_argument("--cli-input", action="store_true",
+                        help="image models only, on the CLI's default input (see the docstring)")
     args = parser.parse_args()
+    args.results = args.results or ("model_zoo_cli" if args.cli_input else "model_zoo")
     torch.set_num_threads(args.threads)
-    entries = [*torchvision_entries(), *timm_entries(), *huggingface_entries()]
+    all_entries = [*torchvision_entries(args.cli_input), *timm_entries(args.cli_input)]
+    if not args.cli_input:
+        all_entries += huggingface_entries()
+    entries = all_entries
     if args.only:
         entries = [e for e in entries if re.search(args.only, f"{e[1]} {e[0]}")]
     if args.list:
@@ -387,7 +410,7 @@ def main() -> None:
         print(f"{name}: {status}", flush=True)
         save(args.results, list(results.values()))
         gc.collect()
-    order = {name: i for i, (name, _, _) in enumerate([*torchvision_entries(), *timm_entries(), *huggingface_entries()])}
+    order = {name: i for i, (name, _, _) in enumerate(all_entries)}
     rows = sorted((r for r in results.values() if not args.only or re.search(args.only, f"{r['family']} {r['model']}")),
                   key=lambda r: order.get(r["model"], len(order)))
     print_table(rows)
