@@ -19,8 +19,8 @@ evaluation). That made the eval forward, the unit of the cost ratio, unrepresent
 `--cli-input` measures the image models (all of torchvision's, timm's) instead on the input
 `modeguard audit torchvision:NAME` / `timm:NAME` gives them by default: a batch of 4 at the
 model's own resolution (224 px; timm's `pretrained_cfg` size), built with the constructor's
-defaults, so detectors resize it to 800 px (results: model_zoo_cli.json; Hugging Face models,
-which the CLI gives no default input, are left out).
+defaults, so detectors resize it to their own size, 800 px for most (results:
+model_zoo_cli.json; Hugging Face models, which the CLI gives no default input, are left out).
 
 Usage: python benchmarks/model_zoo.py [--only REGEX] [--fresh] [--threads 1] [--results NAME]
        [--cli-input]
@@ -111,7 +111,7 @@ def torchvision_entries(cli_input: bool = False) -> list[tuple[str, str, Callabl
         def build():
             builder = tvm.get_model_builder(name)
             kwargs = no_pretrained_weights(builder)
-            if not name.startswith("ssd") and not cli_input:  # else resized to 800 px (SSD: 300/320)
+            if not name.startswith("ssd") and not cli_input:  # else their own size: 800 px for most
                 kwargs.update(min_size=128, max_size=128)
             # Eval keeps its top detections, as a trained detector does (see the docstring).
             kwargs["box_score_thresh" if "rcnn" in name else "score_thresh"] = 0.0
