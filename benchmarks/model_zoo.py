@@ -93,13 +93,15 @@ def torchvision_entries(cli_input: bool = False) -> list[tuple[str, str, Callabl
 
     from modeguard.runtime.loading import no_pretrained_weights
 
+    size, batch = (CLI_SIZE, CLI_BATCH) if cli_input else (SMALL, BATCH)
+
     def classifier(name):
         def build():
             builder = tvm.get_model_builder(name)
             kwargs = no_pretrained_weights(builder)
             if cli_input:
                 model = builder(**kwargs)
-                return model, images(first_working_size(model, (CLI_SIZE, 299)), CLI_BATCH), None
+                return model, images(first_working_size(model, (size, 299)), batch), None
             if name.startswith("vit_"):  # a fixed image size, set at construction
                 kwargs["image_size"] = int(re.search(r"_(\d+)$", name).group(1)) * 8
                 return builder(**kwargs), images(kwargs["image_size"]), None
@@ -112,19 +114,16 @@ def torchvision_entries(cli_input: bool = False) -> list[tuple[str, str, Callabl
             builder = tvm.get_model_builder(name)
             kwargs = no_pretrained_weights(builder)
             if not name.startswith("ssd") and not cli_input:  # else their own size: 800 px for most
-                kwargs.update(min_size=128, max_size=128)
+                kwargs.update(min_size=size, max_size=size)
             # Eval keeps its top detections, as a trained detector does (see the docstring).
             kwargs["box_score_thresh" if "rcnn" in name else "score_thresh"] = 0.0
-            model = builder(**kwargs)
-            size, batch = (CLI_SIZE, CLI_BATCH) if cli_input else (128, BATCH)
-            return model, images(size, batch), detection_targets(name, size, batch)
+            return builder(**kwargs), images(size, batch), detection_targets(name, size, batch)
         return build
 
     def segmenter(name):
         def build():
             builder = tvm.get_model_builder(name)
-            example = images(CLI_SIZE, CLI_BATCH) if cli_input else images(SMALL)
-            return builder(**no_pretrained_weights(builder)), example, None
+            return builder(**no_pretrained_weights(builder)), images(size, batch), None
         return build
 
     return [
